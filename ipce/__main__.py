@@ -1,0 +1,5 @@
+import sys
+
+from ipce.cli import main
+
+sys.exit(main())

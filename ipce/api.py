@@ -1,0 +1,172 @@
+"""The Python API: `ipce.load_scorer(...)` and the `Scorer` it returns."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import torch
+from PIL import Image
+
+from ipce.datasets.views import ViewConfig, make_views
+from ipce.errors import IpceError
+from ipce.models.correspondence import CorrespondenceScorer
+
+COMBINES = ("mean", "product")
+PRECISIONS = ("fp32", "bf16", "fp16")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+
+
+def generator_of(name: str | Path) -> str:
+    """The generator of an AIGC image file: its name up to the first '_' (e.g. 'DALLE2')."""
+    return Path(str(name)).name.split("_", 1)[0]
+
+
+def prefixed_prompt(prompt: str, prefix: str | None, generator: str | None) -> str:
+    """The text a model sees: the prompt, or "{generator} {prompt}" for prefix 'generator'."""
+    if prefix in (None, "none"):
+        return prompt
+    if prefix != "generator":
+        raise IpceError(f"--prompt-prefix must be 'none' or 'generator', not {prefix!r}")
+    if not generator:
+        raise IpceError("--prompt-prefix generator needs each image's generator (its file name up to the first '_')")
+    return f"{generator} {prompt}"
+
+
+def combine_scores(per_model: torch.Tensor, how: str) -> torch.Tensor:
+    """Ensemble [M, B] -> [B]: 'mean', or 'product' (q1*q2/5 for two models, scores stay on 0..5)."""
+    if how == "mean":
+        return per_model.mean(0)
+    if how == "product":
+        return per_model.prod(0) / 5 ** (per_model.shape[0] - 1)
+    raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {how!r}")
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of a precision flag (fp32: none)."""
+    if precision not in PRECISIONS:
+        raise IpceError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@dataclass
+class Member:
+    """One model of a scorer, with its view settings and text prefix."""
+    model: CorrespondenceScorer
+    meta: dict
+    views: ViewConfig
+    prompt_prefix: str | None = None
+
+
+class Scorer:
+    """Scores images against prompts with one model or an ensemble."""
+
+    def __init__(self, members: list[Member], combine: str = "mean", device: str | torch.device = "cpu",
+                 precision: str = "fp32", batch_size: int = 16):
+        if combine not in COMBINES:
+            raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {combine!r}")
+        self.members = members
+        self.combine = combine
+        self.device = torch.device(device)
+        self.precision = precision
+        self.batch_size = batch_size
+
+    @property
+    def view_configs(self) -> list[ViewConfig]:
+        return list(dict.fromkeys(m.views for m in self.members))
+
+    @torch.no_grad()
+    def score_views(self, views: dict[ViewConfig, tuple[torch.Tensor, torch.Tensor]], prompts: Sequence[str],
+                    generators: Sequence[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(combined [B], per-model [M, B]) for prepared views (one (crops, global) per view config)."""
+        generators = generators or [None] * len(prompts)
+        rows = []
+        for member in self.members:
+            crops, glob = views[member.views]
+            texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
+            with autocast(self.device, self.precision):
+                scores = member.model(crops.to(self.device, non_blocking=True),
+                                      glob.to(self.device, non_blocking=True), texts)
+            rows.append(scores.float().cpu())
+        per_model = torch.stack(rows)
+        return combine_scores(per_model, self.combine), per_model
+
+    def score(self, images: Sequence[str | Path | Image.Image] | str | Path | Image.Image,
+              prompts: Sequence[str] | str, generators: Sequence[str | None] | None = None) -> list[float]:
+        """Scores on 0..5 for images (paths or PIL images) and one prompt or one per image."""
+        return self.score_detailed(images, prompts, generators)[0]
+
+    def score_detailed(self, images, prompts, generators=None) -> tuple[list[float], list[list[float]]]:
+        """(combined scores, per-model scores [M][N])."""
+        from ipce.datasets.images import open_rgb
+
+        if isinstance(images, (str, Path, Image.Image)):
+            images = [images]
+        images = list(images)
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(images)
+        if len(prompts) != len(images):
+            raise IpceError(f"got {len(images)} images but {len(prompts)} prompts: give one prompt or one per image")
+        if generators is None:
+            generators = [None if isinstance(im, Image.Image) else generator_of(im) for im in images]
+        combined, per_model = [], [[] for _ in self.members]
+        for start in range(0, len(images), self.batch_size):
+            chunk = slice(start, start + self.batch_size)
+            pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_rgb(im) for im in images[chunk]]
+            views = {cfg: _stack([make_views(im, cfg) for im in pil]) for cfg in self.view_configs}
+            scores, each = self.score_views(views, prompts[chunk], generators[chunk])
+            combined += scores.tolist()
+            for i, row in enumerate(each.tolist()):
+                per_model[i] += row
+        return combined, per_model
+
+
+def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    crops, globs = zip(*pairs)
+    return torch.stack(crops), torch.stack(globs)
+
+
+def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resize: int | None = None,
+                patches: int | None = None, prompt_prefix: str | None = None, weights: str | None = None) -> Member:
+    """One model from a checkpoint file or a backbone name ('tiny', 'random:ViT-B-32', 'ViT-B-32')."""
+    from ipce.models.backbone import load_backbone
+    from ipce.utils.checkpoint import SEED_DEFAULTS, load_checkpoint
+
+    path = Path(checkpoint)
+    if path.is_file() or path.suffix in CHECKPOINT_SUFFIXES or "/" in str(checkpoint):
+        model, meta = load_checkpoint(path, device)
+    else:  # a backbone name: zero-shot CLIP, or random weights for 'tiny' / 'random:NAME'
+        clip, config, _ = load_backbone(str(checkpoint), weights)
+        model = CorrespondenceScorer(clip).to(device).eval()
+        meta = {"backbone": str(checkpoint), "model_config": config}
+    views = ViewConfig(resize=resize or meta.get("resize") or SEED_DEFAULTS["resize"],
+                       patches=patches or meta.get("patches") or SEED_DEFAULTS["patches"])
+    if prompt_prefix is None:
+        prompt_prefix = meta.get("prompt_prefix")
+    return Member(model, meta, views, None if prompt_prefix == "none" else prompt_prefix)
+
+
+def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cpu", resize: int | None = None,
+                patches: int | None = None, combine: str = "mean",
+                prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
+                batch_size: int = 16) -> Scorer:
+    """A scorer from one checkpoint or several (an ensemble).
+
+    `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
+    `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
+    checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
+    """
+    checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
+    if not checkpoints:
+        raise IpceError("give at least one --checkpoint")
+    prefixes = list(prompt_prefix) if isinstance(prompt_prefix, (list, tuple)) else [prompt_prefix] * len(checkpoints)
+    if len(prefixes) != len(checkpoints):
+        raise IpceError(f"got {len(checkpoints)} checkpoints but {len(prefixes)} --prompt-prefix values")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
+    members = [load_member(c, device, resize, patches, p) for c, p in zip(checkpoints, prefixes)]
+    return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size)

@@ -1,0 +1,44 @@
+"""`ipce score IMAGE ... --prompt TEXT --checkpoint CKPT`: a table on the terminal, optionally a CSV."""
+from __future__ import annotations
+
+import csv
+import io
+import os
+from pathlib import Path
+
+from ipce.api import load_scorer
+from ipce.errors import IpceError
+from ipce.utils.checkpoint import atomic_path
+
+
+def write_csv_atomic(path: str | Path, header: list[str], rows: list[list]) -> Path:
+    path = Path(path)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text(buffer.getvalue(), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def score_command(args) -> int:
+    for image in args.images:
+        if not Path(image).is_file():
+            raise IpceError(f"{image}: no such image file")
+    scorer = load_scorer(args.checkpoint, device=args.device, resize=args.resize, patches=args.patches)
+    scores = scorer.score(args.images, args.prompt)
+    width = max(len(str(i)) for i in args.images)
+    print(f"{'image':<{width}}  score (0-5)")
+    for image, score in zip(args.images, scores):
+        print(f"{str(image):<{width}}  {score:.4f}")
+    print(f"prompt: {args.prompt}")
+    if args.out:
+        write_csv_atomic(args.out, ["image", "prompt", "score"],
+                         [[str(i), args.prompt, f"{s:.6f}"] for i, s in zip(args.images, scores)])
+        print(f"wrote {args.out}")
+    return 0

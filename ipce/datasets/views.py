@@ -1,0 +1,85 @@
+"""Image views of DESIGN.md section 1: adaptive resize, 224x224 crops, the global view.
+
+Only the chosen crops are materialized: a position list is drawn first and each crop is a
+slice of the one normalized tensor, so a 768x1024 image costs 15 crops, not every window.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+CROP = 224
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    resize: int = 512  # adaptive-resize size S
+    patches: int = 15  # number of crops P
+    train: bool = False  # random positions (with replacement) instead of evenly strided ones
+    flip: bool = False  # random horizontal flip (training only)
+
+
+def adaptive_resize(image: Image.Image, size: int) -> Image.Image:
+    """Shorter side to `size` when either side is below it (aspect kept, bilinear); else unchanged."""
+    width, height = image.size
+    if width >= size and height >= size:
+        return image
+    if width <= height:
+        new = (size, int(size * height / width))
+    else:
+        new = (int(size * width / height), size)
+    return image.resize(new, Image.BILINEAR)
+
+
+def to_normalized_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> float tensor [3, H, W], normalized with CLIP's mean and std."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    tensor = torch.from_numpy(array).permute(2, 0, 1).div_(255.0)
+    mean = torch.tensor(CLIP_MEAN).view(3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def crop_grid(height: int, width: int) -> tuple[int, int, int]:
+    """(rows, cols, stride) of the 224x224 window grid of an image of this size."""
+    if height < CROP or width < CROP:
+        raise ValueError(f"image of {width}x{height} px is smaller than the {CROP} px crop")
+    stride = 48 if height >= 1024 or width >= 1024 else 32
+    return (height - CROP) // stride + 1, (width - CROP) // stride + 1, stride
+
+
+def crop_positions(height: int, width: int, patches: int, train: bool,
+                   generator: torch.Generator | None = None) -> list[tuple[int, int]]:
+    """Top-left corners of the selected windows, positions numbered row-major."""
+    rows, cols, stride = crop_grid(height, width)
+    total = rows * cols
+    if train:
+        indices = torch.randint(total, (patches,), generator=generator).tolist()
+    else:
+        step = total // patches
+        indices = [step * i for i in range(patches)]
+    return [((k // cols) * stride, (k % cols) * stride) for k in indices]
+
+
+def global_view(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole normalized image resized to 224x224 (bilinear, align_corners=False)."""
+    return F.interpolate(tensor[None], size=(CROP, CROP), mode="bilinear", align_corners=False)[0]
+
+
+def make_views(image: Image.Image, config: ViewConfig,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crops [P, 3, 224, 224], global view [3, 224, 224]) of one RGB image."""
+    image = adaptive_resize(image, config.resize)
+    if config.flip and torch.rand((), generator=generator).item() < 0.5:
+        image = image.transpose(Image.FLIP_LEFT_RIGHT)
+    tensor = to_normalized_tensor(image)
+    _, height, width = tensor.shape
+    positions = crop_positions(height, width, config.patches, config.train, generator)
+    crops = torch.stack([tensor[:, top:top + CROP, left:left + CROP] for top, left in positions])
+    return crops, global_view(tensor)

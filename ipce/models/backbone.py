@@ -1,0 +1,212 @@
+"""CLIP backbones: an open_clip model from a name plus a local weight file, never a download.
+
+An architecture is an open_clip model config (``{"embed_dim", "vision_cfg", "text_cfg"}``)
+plus ``quick_gelu``; it is what our checkpoints store, so a checkpoint rebuilds its model
+without anything else. Weights come from OpenAI's TorchScript files (as ``clip.load`` caches
+them), open_clip ``.bin``/``.safetensors`` files, or plain state dicts; pickles are only ever
+read with ``weights_only=True``.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import zipfile
+from pathlib import Path
+
+import torch
+
+from ipce.errors import WeightsError
+
+# Tiny towers for tests and the demo: random weights, the real tokenizer. Heads = width // 64.
+TINY_CONFIGS: dict[str, dict] = {
+    "tiny": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
+    },
+}
+
+# OpenAI's file names, as clip.load caches them, and where to get them.
+OPENAI_FILES = {
+    "ViT-B-32": "ViT-B-32.pt",
+    "ViT-B-16": "ViT-B-16.pt",
+    "ViT-L-14": "ViT-L-14.pt",
+    "ViT-L-14-336": "ViT-L-14-336px.pt",
+}
+OPENAI_URL = "https://github.com/openai/CLIP/blob/main/clip/clip.py (the _MODELS table lists the download URL of each file)"
+RANDOM_PREFIX = "random:"
+
+
+def weight_dirs() -> list[Path]:
+    """Folders searched for a backbone's weight file, in order."""
+    dirs = []
+    if os.environ.get("IPCE_WEIGHTS"):
+        dirs.append(Path(os.environ["IPCE_WEIGHTS"]))
+    dirs.append(Path("weights"))
+    dirs.append(Path.home() / ".cache" / "clip")
+    dirs.append(Path.home() / ".cache" / "ipce")
+    return dirs
+
+
+def model_config(name: str) -> dict:
+    """The open_clip config of a backbone name ('ViT-B-32', 'tiny', ...)."""
+    if name in TINY_CONFIGS:
+        return copy.deepcopy(TINY_CONFIGS[name])
+    import open_clip
+
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        known = sorted(TINY_CONFIGS) + sorted(OPENAI_FILES)
+        raise WeightsError(f"unknown backbone '{name}': use one of {', '.join(known)} or another open_clip model name")
+    cfg = copy.deepcopy(cfg)
+    cfg.pop("custom_text", None)
+    return cfg
+
+
+def build_clip(config: dict, quick_gelu: bool = True) -> torch.nn.Module:
+    """A randomly initialised open_clip CLIP of this architecture, in fp32."""
+    from open_clip.model import CLIP
+
+    cfg = copy.deepcopy(config)
+    model = CLIP(
+        embed_dim=cfg["embed_dim"],
+        vision_cfg=cfg["vision_cfg"],
+        text_cfg=cfg["text_cfg"],
+        quick_gelu=quick_gelu,
+    )
+    return model.float()
+
+
+def find_weights(name: str) -> Path:
+    """The local weight file of a pretrained backbone, or a one-line error naming where we looked."""
+    candidates = []
+    file_names = [OPENAI_FILES.get(name, f"{name}.pt"), f"{name}.safetensors", f"{name}.bin"]
+    for folder in weight_dirs():
+        for file_name in file_names:
+            candidates.append(folder / file_name)
+    for path in candidates:
+        if path.is_file():
+            return path
+    looked = ", ".join(str(p) for p in candidates[: len(file_names) * 2 + 1])
+    raise WeightsError(
+        f"no weights for {name}: looked for {looked} (and {len(candidates) - len(file_names) * 2 - 1} more); "
+        f"download OpenAI's {OPENAI_FILES.get(name, name + '.pt')} (see {OPENAI_URL}) into ~/.cache/clip/ "
+        f"or pass --weights FILE"
+    )
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in archive.namelist())
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a weight file of any supported kind, keys in OpenAI/open_clip layout."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"{path}: no such weight file")
+    if path.stat().st_size == 0:
+        raise WeightsError(f"{path}: the weight file is empty (an interrupted download?)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        elif _is_torchscript(path):
+            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+        else:
+            state = torch.load(str(path), map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to read is the user's file, said in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise WeightsError(
+            f"{path}: cannot read weights safely ({type(err).__name__}: {first[:200]}); "
+            "ipce only loads safetensors, TorchScript archives and tensor-only torch.save files"
+        ) from None
+    return unwrap_state_dict(state, path)
+
+
+def unwrap_state_dict(state, path: str | Path = "weights") -> dict[str, torch.Tensor]:
+    """Find the model's tensors inside common checkpoint wrappers and strip DDP prefixes."""
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not any(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: holds no state dict of tensors")
+    out = {}
+    for key, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            continue
+        for prefix in ("module.", "clip."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+        out.pop(key, None)  # TorchScript extras, rebuilt by the model
+    return out
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> dict:
+    """The architecture of an OpenAI-layout ViT CLIP state dict, read off its tensor shapes."""
+    if "visual.conv1.weight" not in state or "visual.proj" not in state:
+        raise WeightsError("only ViT CLIP state dicts are supported (no visual.conv1.weight / visual.proj found)")
+
+    def count_blocks(prefix: str) -> int:
+        return len({k[len(prefix):].split(".")[0] for k in state if k.startswith(prefix)})
+
+    conv = state["visual.conv1.weight"]
+    width, patch = conv.shape[0], conv.shape[-1]
+    grid = round((state["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+    text_width = state["ln_final.weight"].shape[0]
+    return {
+        "embed_dim": int(state["text_projection"].shape[1]),
+        "vision_cfg": {
+            "image_size": int(grid * patch),
+            "layers": count_blocks("visual.transformer.resblocks."),
+            "width": int(width),
+            "patch_size": int(patch),
+        },
+        "text_cfg": {
+            "context_length": int(state["positional_embedding"].shape[0]),
+            "vocab_size": int(state["token_embedding.weight"].shape[0]),
+            "width": int(text_width),
+            "heads": int(text_width // 64) or 1,
+            "layers": count_blocks("transformer.resblocks."),
+        },
+    }
+
+
+def clip_from_state_dict(state: dict[str, torch.Tensor], config: dict | None = None,
+                         quick_gelu: bool = True, source: str | Path = "weights") -> tuple[torch.nn.Module, dict]:
+    """Build a CLIP around a state dict (architecture inferred when not given); fp32 weights."""
+    config = config or infer_config(state)
+    model = build_clip(config, quick_gelu=quick_gelu)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsError(
+            f"{source}: weights do not fit the architecture ({len(missing)} missing, e.g. {missing[:2]}; "
+            f"{len(unexpected)} unexpected, e.g. {unexpected[:2]})"
+        )
+    return model, config
+
+
+def load_backbone(name: str, weights: str | Path | None = None) -> tuple[torch.nn.Module, dict, str]:
+    """(model, config, description) for a backbone name.
+
+    ``tiny`` and ``random:<name>`` are random weights; other names need a local weight file,
+    given or found in the caches. OpenAI weights use QuickGELU.
+    """
+    if name.startswith(RANDOM_PREFIX) or name in TINY_CONFIGS:
+        base = name.removeprefix(RANDOM_PREFIX)
+        torch_config = model_config(base)
+        return build_clip(torch_config, quick_gelu=True), torch_config, f"{base} (random weights)"
+    path = Path(weights) if weights else find_weights(name)
+    state = read_state_dict(path)
+    config = model_config(name)
+    model, config = clip_from_state_dict(state, config, quick_gelu=True, source=path)
+    return model, config, f"{name} ({path})"

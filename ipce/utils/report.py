@@ -1,0 +1,291 @@
+"""Tables and plots for evaluation results, and atomic file writes.
+
+Plots are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas
+directly: pyplot is never imported, so no window opens and the process-wide
+backend is left alone.  Every write goes to a temporary file in the target's
+directory and is renamed over the target (``os.replace``), so a reader never
+sees half a file and an interrupted run leaves the old file intact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ipce.utils.metrics import compute_metrics, fit_logistic
+
+__all__ = [
+    "PAPER_RESULTS",
+    "PAPER_LABEL",
+    "plot_learning_curves",
+    "plot_scatter",
+    "split_table",
+    "write_json",
+    "write_text",
+]
+
+# (preset, target) -> (SRCC, PLCC) reported by Peng et al., CVPRW 2024.
+PAPER_RESULTS: dict[tuple[str, str], tuple[float, float]] = {
+    ("agiqa3k", "quality"): (0.8841, 0.9246),
+    ("agiqa3k", "alignment"): (0.7697, 0.8725),
+    ("aigciqa2023", "quality"): (0.8640, 0.8788),
+    ("aigciqa2023", "authenticity"): (0.8097, 0.7998),
+    ("aigciqa2023", "correspondence"): (0.7979, 0.7887),
+    ("aigcqa30k", "mos"): (0.9076, 0.9274),
+}
+PAPER_LABEL = "paper (Peng et al. 2024)"
+
+DPI = 120
+_DASH = "–"  # en dash: "no value"
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _atomic_write(path, write: Callable, mode: str = "wb", encoding: str | None = None) -> Path:
+    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        try:
+            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
+        except OSError:
+            pass
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def _jsonable(obj):
+    """Plain JSON types; NaN/inf become None (null), numpy values become Python ones."""
+    if isinstance(obj, dict):
+        return {(str(k) if isinstance(k, Path) else k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path, obj) -> None:
+    """Write ``obj`` as JSON (indent 2, UTF-8, trailing newline) atomically.
+
+    NaN and infinities are written as ``null`` (JSON has no NaN); numpy scalars and
+    arrays, tuples and ``Path`` values are converted to plain JSON types.
+    """
+    text = json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    _atomic_write(path, lambda f: f.write(text), mode="w", encoding="utf-8")
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) atomically."""
+    _atomic_write(path, lambda f: f.write(text), mode="w", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _fmt(v, digits: int = 4) -> str:
+    if v is None:
+        return _DASH
+    v = float(v)
+    return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+
+
+def split_table(
+    per_split: list[dict],
+    summary: dict,
+    paper: tuple[float, float] | None = None,
+    keys=("srcc", "plcc", "krcc", "rmse", "main"),
+) -> str:
+    """A Markdown table of per-split metrics, their mean ± std and median (4 decimals).
+
+    One row per split: the column ``split`` holds ``d["split"]`` or, when absent, the
+    1-based position; a ``best epoch`` column appears when any dict has ``"epoch"``.
+    Then the rows ``mean ± std`` and ``median`` from ``summary`` (as made by
+    :func:`ipce.utils.metrics.summarize`); a cell whose summary skipped NaN values
+    says how many splits it used, e.g. ``0.8000 ± 0.0100 (n=9)``.  With ``paper =
+    (srcc, plcc)`` a last row ``paper (Peng et al. 2024)`` shows those two numbers
+    and ``–`` elsewhere.  Missing values print as ``–``, NaN as ``nan``.
+    """
+    keys = tuple(keys)
+    has_epoch = any("epoch" in d for d in per_split)
+    header = ["split"] + (["best epoch"] if has_epoch else []) + list(keys)
+
+    rows: list[list[str]] = []
+    for i, d in enumerate(per_split):
+        row = [str(d.get("split", i + 1))]
+        if has_epoch:
+            ep = d.get("epoch")
+            row.append(_DASH if ep is None else str(ep))
+        row += [_fmt(d.get(k)) for k in keys]
+        rows.append(row)
+
+    mean_row, median_row = ["mean ± std"], ["median"]
+    if has_epoch:
+        mean_row.append(_DASH)
+        median_row.append(_DASH)
+    for k in keys:
+        s = summary.get(k)
+        if not s:
+            mean_row.append(_DASH)
+            median_row.append(_DASH)
+            continue
+        cell = f"{_fmt(s.get('mean'))} ± {_fmt(s.get('std'))}"
+        if s.get("n_nan"):
+            cell += f" (n={s.get('n', 0)})"
+        mean_row.append(cell)
+        median_row.append(_fmt(s.get("median")))
+    rows += [mean_row, median_row]
+
+    if paper is not None:
+        p_srcc, p_plcc = paper
+        row = [PAPER_LABEL] + ([_DASH] if has_epoch else [])
+        row += [_fmt(p_srcc) if k == "srcc" else _fmt(p_plcc) if k == "plcc" else _DASH for k in keys]
+        rows.append(row)
+
+    widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    out = [line(header), "| " + " | ".join("-" * w for w in widths) + " |"]
+    out += [line(r) for r in rows]
+    return "\n".join(out) + "\n"
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _new_figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save_png(fig, path) -> Path:
+    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+
+
+def plot_scatter(pred, mos, path, title: str = "") -> Path:
+    """Predicted score (x) against MOS (y) with the fitted 4-parameter logistic.
+
+    SRCC and PLCC (plain) go in the legend; the curve's legend entry says when the
+    fit fell back to a line or a constant.  Saves a 720x600 PNG atomically and
+    returns ``Path(path)``.
+    """
+    p = np.asarray(pred, dtype=np.float64).reshape(-1)
+    m = np.asarray(mos, dtype=np.float64).reshape(-1)
+    metrics = compute_metrics(p, m)  # validates lengths / sample count
+    fit = fit_logistic(p, m)
+
+    fig = _new_figure((6, 5))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.scatter(p, m, s=10, alpha=0.5, edgecolors="none", color="tab:blue",
+               label=f"n={p.size}  SRCC={_fmt(metrics['srcc'])}  PLCC={_fmt(metrics['plcc'])}")
+    finite = p[np.isfinite(p)]
+    if finite.size:
+        xs = np.linspace(finite.min(), finite.max(), 256)
+        ys = fit(xs)
+        curve = "4-parameter logistic" if fit.ok else f"fit fallback ({fit.fallback})"
+        curve += f"  PLCC={_fmt(metrics['plcc_logistic'])}"
+        ax.plot(xs, ys, color="tab:red", linewidth=2, label=curve)
+    ax.set_xlabel("predicted score")
+    ax.set_ylabel("MOS")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return _save_png(fig, path)
+
+
+def _series(history: list[dict], key: str) -> np.ndarray:
+    out = []
+    for h in history:
+        v = h.get(key)
+        out.append(float(v) if isinstance(v, (int, float, np.integer, np.floating)) else math.nan)
+    return np.asarray(out)
+
+
+def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
+    """Two panels over epochs: training loss (and the learning rate, when the
+    dicts have ``lr``, on a second axis); SRCC and PLCC, with the epoch of the best
+    ``(SRCC + PLCC) / 2`` marked.  Missing values are gaps.  Saves a 1200x480 PNG
+    atomically and returns ``Path(path)``.
+    """
+    if not history:
+        raise ValueError("learning-curve history is empty: nothing to plot")
+    epochs = _series(history, "epoch")
+    if np.isnan(epochs).any():
+        epochs = np.arange(1, len(history) + 1, dtype=np.float64)
+    loss, srcc_, plcc_ = (_series(history, k) for k in ("train_loss", "srcc", "plcc"))
+
+    fig = _new_figure((10, 4))
+    ax_loss = fig.add_subplot(1, 2, 1)
+    ax_loss.plot(epochs, loss, marker="o", markersize=3, color="tab:blue", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("train loss (MAE)")
+    ax_loss.set_title("loss")
+    ax_loss.grid(True, alpha=0.3)
+    handles, labels = ax_loss.get_legend_handles_labels()
+    if any("lr" in h for h in history):
+        ax_lr = ax_loss.twinx()
+        ax_lr.plot(epochs, _series(history, "lr"), linestyle="--", color="tab:gray", label="lr")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        h2, l2 = ax_lr.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax_loss.legend(handles, labels, loc="upper right", fontsize=8)
+
+    ax_cor = fig.add_subplot(1, 2, 2)
+    ax_cor.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
+    ax_cor.plot(epochs, plcc_, marker="s", markersize=3, label="PLCC")
+    main = (srcc_ + plcc_) / 2
+    if np.isfinite(main).any():
+        best = int(np.nanargmax(main))
+        ax_cor.axvline(epochs[best], color="tab:green", linestyle=":",
+                       label=f"best epoch {epochs[best]:g} (main={main[best]:.4f})")
+    ax_cor.set_xlabel("epoch")
+    ax_cor.set_ylabel("correlation")
+    ax_cor.set_title("SRCC & PLCC")
+    ax_cor.grid(True, alpha=0.3)
+    ax_cor.legend(loc="lower right", fontsize=8)
+
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (ax_loss, ax_cor):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return _save_png(fig, path)

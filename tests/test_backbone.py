@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+from ipce.errors import WeightsError
+from ipce.models import backbone
+from ipce.models.backbone import load_backbone, model_config
+
+
+def test_tiny_is_the_documented_architecture():
+    model, config, _ = load_backbone("tiny")
+    assert config["vision_cfg"] == {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32}
+    assert config["embed_dim"] == 64 and config["text_cfg"]["vocab_size"] == 49408
+    assert model.visual.transformer.resblocks[0].attn.num_heads == 128 // 64
+    assert model.transformer.resblocks[0].attn.num_heads == 128 // 64
+    assert model.visual(torch.zeros(1, 3, 224, 224)).shape == (1, 64)
+
+
+def test_openai_backbones_use_quick_gelu():
+    model, _, _ = load_backbone("tiny")
+    act = model.visual.transformer.resblocks[0].mlp.gelu
+    assert type(act).__name__ == "QuickGELU"
+
+
+def test_random_named_backbone_builds_without_weights():
+    model, config, description = load_backbone("random:ViT-B-32")
+    assert config == model_config("ViT-B-32") and "random" in description
+    assert model.visual.conv1.weight.shape == (768, 3, 32, 32)
+
+
+def test_missing_weights_name_the_paths_and_the_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("IPCE_WEIGHTS", str(tmp_path))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    with pytest.raises(WeightsError) as err:
+        load_backbone("ViT-B-32")
+    message = str(err.value)
+    assert str(tmp_path / "ViT-B-32.pt") in message and "ViT-B-32.pt" in message
+    assert "openai/CLIP" in message and "\n" not in message
+
+
+def test_weights_are_found_in_the_cache(tmp_path, monkeypatch):
+    tiny, _, _ = load_backbone("tiny")
+    cache = tmp_path / "home" / ".cache" / "clip"
+    cache.mkdir(parents=True)
+    torch.save(tiny.state_dict(), cache / "tiny-cached.pt")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("IPCE_WEIGHTS", raising=False)
+    assert backbone.find_weights("tiny-cached") == cache / "tiny-cached.pt"
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(WeightsError, match="unknown backbone 'ViT-Q-99'"):
+        model_config("ViT-Q-99")

@@ -1,0 +1,146 @@
+"""Tables, plots and atomic writes."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ipce.utils import report
+from ipce.utils.metrics import logistic4, summarize
+from ipce.utils.report import (
+    PAPER_LABEL,
+    PAPER_RESULTS,
+    plot_learning_curves,
+    plot_scatter,
+    split_table,
+    write_json,
+    write_text,
+)
+
+SPLITS = [
+    {"split": 1, "epoch": 7, "srcc": 0.81, "plcc": 0.84, "krcc": 0.62, "rmse": 0.50, "main": 0.825},
+    {"split": 2, "epoch": 12, "srcc": 0.83, "plcc": 0.86, "krcc": 0.64, "rmse": 0.48, "main": 0.845},
+    {"split": 3, "epoch": 3, "srcc": 0.85, "plcc": 0.88, "krcc": 0.66, "rmse": 0.46, "main": 0.865},
+]
+
+
+def _rows(table):
+    lines = table.strip().splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+
+
+def _no_tmp_left(directory):
+    return [p.name for p in directory.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
+
+
+def test_paper_results():
+    assert PAPER_RESULTS[("agiqa3k", "quality")] == (0.8841, 0.9246)
+    assert PAPER_RESULTS[("aigciqa2023", "authenticity")] == (0.8097, 0.7998)
+    assert PAPER_RESULTS[("aigcqa30k", "mos")] == (0.9076, 0.9274)
+    assert len(PAPER_RESULTS) == 6
+
+
+def test_split_table_rows_and_summary():
+    table = split_table(SPLITS, summarize(SPLITS), paper=PAPER_RESULTS[("agiqa3k", "quality")])
+    rows = _rows(table)
+    assert rows[0] == ["split", "best epoch", "srcc", "plcc", "krcc", "rmse", "main"]
+    assert set(rows[1][0]) == {"-"}  # markdown separator
+    assert rows[2] == ["1", "7", "0.8100", "0.8400", "0.6200", "0.5000", "0.8250"]
+    assert rows[4][:3] == ["3", "3", "0.8500"]
+    mean = rows[5]
+    assert mean[0] == "mean ± std" and mean[1] == "–"
+    # srcc: mean 0.83, sample std sqrt((0.02^2 + 0 + 0.02^2) / 2) = 0.02
+    assert mean[2] == "0.8300 ± 0.0200"
+    assert mean[5] == "0.4800 ± 0.0200"
+    assert rows[6] == ["median", "–", "0.8300", "0.8600", "0.6400", "0.4800", "0.8450"]
+    assert rows[7] == [PAPER_LABEL, "–", "0.8841", "0.9246", "–", "–", "–"]
+    assert len(rows) == 8
+
+
+def test_split_table_without_paper_epoch_or_split_numbers():
+    per = [{k: v for k, v in d.items() if k not in ("split", "epoch")} for d in SPLITS]
+    per[1]["srcc"] = float("nan")
+    rows = _rows(split_table(per, summarize(per), keys=("srcc", "plcc")))
+    assert rows[0] == ["split", "srcc", "plcc"]
+    assert [r[0] for r in rows[2:]] == ["1", "2", "3", "mean ± std", "median"]
+    assert rows[3][1] == "nan"
+    assert rows[5][1] == "0.8300 ± 0.0283 (n=2)"  # NaN skipped, and said so
+    assert not any(PAPER_LABEL in r[0] for r in rows)
+
+
+def _scatter_data(n=120):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 5, n)
+    return x, logistic4(x, 4.6, 0.4, 2.4, 0.7) + rng.normal(0, 0.2, n)
+
+
+def test_plot_scatter_png(tmp_path):
+    x, y = _scatter_data()
+    target = tmp_path / "plots" / "scatter.png"
+    out = plot_scatter(x, y, target, title="split 1")
+    assert out == target and target.stat().st_size > 1000
+    with Image.open(target) as im:
+        assert im.format == "PNG" and im.size == (720, 600)
+        # not a blank canvas: the points and curve put colour on it
+        assert len(im.convert("RGB").getcolors(maxcolors=1 << 20)) > 10
+    assert _no_tmp_left(target.parent) == []
+
+
+def test_plot_scatter_degenerate_does_not_crash(tmp_path):
+    target = tmp_path / "flat.png"
+    plot_scatter([2.0] * 10, np.linspace(0, 5, 10), target)
+    with Image.open(target) as im:
+        assert im.size == (720, 600)
+
+
+def test_plot_learning_curves_png(tmp_path):
+    history = [
+        {"epoch": e, "train_loss": 1.0 / e, "srcc": 0.5 + 0.03 * e, "plcc": 0.55 + 0.02 * e,
+         "lr": 5e-6 * (1 + math.cos(math.pi * e / 5)) / 2}
+        for e in range(1, 9)
+    ]
+    history[3]["srcc"] = float("nan")
+    target = tmp_path / "curves.png"
+    assert plot_learning_curves(history, target, title="agiqa3k") == target
+    with Image.open(target) as im:
+        assert im.format == "PNG" and im.size == (1200, 480)
+    # without lr, also fine
+    plot_learning_curves([{k: v for k, v in h.items() if k != "lr"} for h in history], target)
+    with Image.open(target) as im:
+        assert im.size == (1200, 480)
+    assert _no_tmp_left(tmp_path) == []
+    with pytest.raises(ValueError, match="empty"):
+        plot_learning_curves([], tmp_path / "none.png")
+
+
+def test_write_json_nan_as_null_and_numpy(tmp_path):
+    p = tmp_path / "m.json"
+    write_json(p, {"srcc": float("nan"), "plcc": np.float32(0.5), "n": np.int64(3),
+                   "per": [1.0, float("inf")], "arr": np.array([1, 2]), "ok": np.bool_(True)})
+    text = p.read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert text.startswith('{\n  "srcc": null')  # indent 2
+    assert json.loads(text) == {"srcc": None, "plcc": 0.5, "n": 3, "per": [1.0, None],
+                                "arr": [1, 2], "ok": True}
+    assert _no_tmp_left(tmp_path) == []
+
+
+def test_write_text_atomic_replace(tmp_path):
+    p = tmp_path / "sub" / "table.md"
+    write_text(p, "old\n")
+    write_text(p, "new ± 1\n")
+    assert p.read_text(encoding="utf-8") == "new ± 1\n"
+    assert _no_tmp_left(p.parent) == []
+
+
+def test_failed_write_keeps_old_file_and_no_tmp(tmp_path):
+    p = tmp_path / "m.json"
+    write_json(p, {"a": 1})
+    with pytest.raises(TypeError):
+        write_json(p, {"a": object()})  # not serializable: fails before anything is renamed
+    with pytest.raises(RuntimeError):
+        report._atomic_write(p, lambda f: (f.write(b"partial"), (_ for _ in ()).throw(RuntimeError("boom"))))
+    assert json.loads(p.read_text()) == {"a": 1}
+    assert _no_tmp_left(tmp_path) == []

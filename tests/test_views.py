@@ -1,0 +1,69 @@
+import torch
+from PIL import Image
+
+from ipce.datasets.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
+                                 to_normalized_tensor)
+from ipce.models.reference import all_windows, seed_views
+from tests.conftest import random_image
+
+
+def test_adaptive_resize_follows_the_shorter_side():
+    assert adaptive_resize(Image.new("RGB", (300, 200)), 512).size == (768, 512)
+    assert adaptive_resize(Image.new("RGB", (200, 333)), 512).size == (512, int(512 * 333 / 200))
+    assert adaptive_resize(Image.new("RGB", (100, 100)), 512).size == (512, 512)
+    big = Image.new("RGB", (800, 600))
+    assert adaptive_resize(big, 512) is big  # both sides >= S: untouched
+
+
+def test_crop_grid_stride_depends_on_size():
+    assert crop_grid(512, 512) == ((512 - 224) // 32 + 1, (512 - 224) // 32 + 1, 32)
+    assert crop_grid(1024, 600) == ((1024 - 224) // 48 + 1, (600 - 224) // 48 + 1, 48)
+
+
+def test_eval_positions_are_evenly_strided_row_major():
+    rows, cols, stride = crop_grid(512, 768)
+    positions = crop_positions(512, 768, 15, train=False)
+    step = rows * cols // 15
+    expected = [((k // cols) * stride, (k % cols) * stride) for k in (step * i for i in range(15))]
+    assert positions == expected
+
+
+def test_train_positions_are_seeded_and_drawn_with_replacement():
+    a = crop_positions(512, 512, 200, True, torch.Generator().manual_seed(1))
+    b = crop_positions(512, 512, 200, True, torch.Generator().manual_seed(1))
+    c = crop_positions(512, 512, 200, True, torch.Generator().manual_seed(2))
+    assert a == b and a != c
+    assert len(set(a)) < len(a)  # 200 draws from 100 windows must repeat
+
+
+def test_views_equal_the_seed_window_copy():
+    for size in [(300, 180), (512, 700), (1100, 1040)]:
+        image = random_image(*size, seed=size[0])
+        crops, glob = make_views(image, ViewConfig(resize=512, patches=15))
+        ref_crops, ref_glob = seed_views(image, 512, 15)
+        assert crops.shape == (15, 3, CROP, CROP) and glob.shape == (3, CROP, CROP)
+        assert torch.allclose(crops, ref_crops, atol=1e-6)
+        assert torch.allclose(glob, ref_glob, atol=1e-6)
+
+
+def test_only_the_chosen_crops_are_materialized():
+    image = random_image(768, 1024)
+    crops, _ = make_views(image, ViewConfig(resize=768, patches=15))
+    assert all_windows(to_normalized_tensor(image)).shape[0] > 200  # the seed's copy
+    assert crops.shape[0] == 15
+
+
+def test_flip_mirrors_the_image():
+    image = random_image(512, 512, seed=3)
+    flipped = None
+    for seed in range(10):
+        crops, glob = make_views(image, ViewConfig(resize=512, patches=1, train=True, flip=True),
+                                 torch.Generator().manual_seed(seed))
+        _, plain = make_views(image, ViewConfig(resize=512, patches=1))
+        if not torch.allclose(glob, plain):
+            flipped = glob
+            break
+    assert flipped is not None
+    mirrored = to_normalized_tensor(image.transpose(Image.FLIP_LEFT_RIGHT))
+    _, expected = make_views(image.transpose(Image.FLIP_LEFT_RIGHT), ViewConfig(resize=512, patches=1))
+    assert torch.allclose(flipped, expected, atol=1e-6) and mirrored.shape[1] == 512
