@@ -25,8 +25,68 @@ def _run_score(args: argparse.Namespace) -> int:
     return score_command(args)
 
 
+def _add_check_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-data", help="decode every image of a dataset and report problems")
+    p.add_argument("--preset", default=None, help="agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k")
+    p.add_argument("--data-root", default="data", help="folder holding the dataset folders (default: data)")
+    p.add_argument("--subset", default=None, help="aigcqa30k: train, val or test (default: train)")
+    p.add_argument("--target", default=None, help="which score, e.g. quality, alignment, correspondence")
+    p.add_argument("--annotations", default=None, help="custom CSV/XLSX with a header (instead of --preset)")
+    p.add_argument("--images", default=None, help="folder the custom image names are relative to")
+    p.add_argument("--image-col", default="image", help="custom: image column (default: image)")
+    p.add_argument("--prompt-col", default="prompt", help="custom: prompt column (default: prompt)")
+    p.add_argument("--target-col", default=None, help="custom: score column (default: mos, optional)")
+    p.add_argument("--report", default=None, help="write problems to this CSV (path,row,problem)")
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=_run_check_data)
+
+
+def _run_check_data(args: argparse.Namespace) -> int:
+    from ipce.commands.check_data import check_data_command
+    return check_data_command(args)
+
+
+def _add_splits(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("splits", help="write seeded train/val split files (<out>/<k>/train.csv, val.csv)")
+    p.add_argument("--preset", default=None, help="agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k")
+    p.add_argument("--data-root", default="data", help="folder holding the dataset folders (default: data)")
+    p.add_argument("--subset", default=None, help="aigcqa30k: train, val or test (default: train)")
+    p.add_argument("--target", default=None, help="which score, e.g. quality, alignment, correspondence")
+    p.add_argument("--annotations", default=None, help="custom CSV/XLSX with a header (instead of --preset)")
+    p.add_argument("--images", default=None, help="folder the custom image names are relative to")
+    p.add_argument("--image-col", default="image", help="custom: image column (default: image)")
+    p.add_argument("--prompt-col", default="prompt", help="custom: prompt column (default: prompt)")
+    p.add_argument("--target-col", default=None, help="custom: score column (default: mos, optional)")
+    p.add_argument("--out", required=True, help="folder for the split files")
+    p.add_argument("--n", type=int, default=10, help="number of splits (default: 10)")
+    p.add_argument("--ratio", type=float, default=0.8, help="training fraction (default: 0.8)")
+    p.add_argument("--seed", type=int, default=20200626, help="random seed (default: 20200626)")
+    p.add_argument("--group-by", default=None, choices=["prompt", "generator"],
+                   help="keep all records with the same prompt (or generator) on one side")
+    p.set_defaults(run=_run_splits)
+
+
+def _run_splits(args: argparse.Namespace) -> int:
+    from ipce.commands.splits import splits_command
+    return splits_command(args)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.train import add_train_arguments
+
+    p = sub.add_parser("train", help="train on a benchmark or custom data, split by split")
+    add_train_arguments(p)
+    p.set_defaults(run=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from ipce.commands.train import train_command
+    return train_command(args)
+
+
 # Subcommands register here, one adder per subcommand.
-ADDERS = [_add_score]
+ADDERS = [_add_score, _add_train, _add_check_data, _add_splits]
 
 
 def build_parser() -> argparse.ArgumentParser:

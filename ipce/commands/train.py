@@ -1,0 +1,110 @@
+"""`ipce train`: flags -> TrainConfig -> ipce.engine.train.run. Shared by the entry scripts."""
+from __future__ import annotations
+
+import argparse
+
+from ipce.config import make_config, preset_names
+
+
+def _splits(text: str) -> list[int]:
+    """'1,3,5-7' -> [1, 3, 5, 6, 7]."""
+    out = []
+    for part in text.split(","):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out += list(range(int(lo), int(hi) + 1))
+        elif part.strip():
+            out.append(int(part))
+    return out
+
+
+def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
+    if preset is None:
+        p.add_argument("--preset", choices=preset_names(), default=None,
+                       help="dataset recipe (default agiqa1k; custom data uses its recipe)")
+    p.set_defaults(fixed_preset=preset)
+    data = p.add_argument_group("data")
+    data.add_argument("--data-root", help="folder holding the datasets (default ./data)")
+    data.add_argument("--annotations", help="custom CSV/XLSX with a header (with --images)")
+    data.add_argument("--images", help="folder the custom annotation's image names are relative to")
+    data.add_argument("--image-col", help="custom image column (default image)")
+    data.add_argument("--prompt-col", help="custom prompt column (default prompt)")
+    data.add_argument("--target-col", help="custom score column (default mos)")
+    data.add_argument("--target", help="dataset target: quality, alignment, authenticity, correspondence")
+    data.add_argument("--prompt-prefix", choices=["none", "generator"],
+                      help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model)")
+    data.add_argument("--skip-bad", action="store_true", default=None, help="drop unreadable records instead of stopping")
+    model = p.add_argument_group("model")
+    model.add_argument("--backbone", help="open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME")
+    model.add_argument("--weights", help="weight file of the backbone (default: looked up in ~/.cache/clip)")
+    model.add_argument("--resize", type=int, help="adaptive-resize size S")
+    model.add_argument("--train-patches", type=int, help="random crops per image in training (default 8)")
+    model.add_argument("--eval-patches", type=int, help="evenly strided crops in evaluation (default 15)")
+    opt = p.add_argument_group("optimisation")
+    opt.add_argument("--epochs", type=int)
+    opt.add_argument("--batch-size", type=int, help="global batch size (all processes)")
+    opt.add_argument("--lr", type=float)
+    opt.add_argument("--weight-decay", type=float)
+    opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    opt.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    opt.add_argument("--grad-checkpointing", action="store_true", default=None)
+    proto = p.add_argument_group("protocol")
+    proto.add_argument("--protocol", choices=["paper", "holdout"])
+    proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default all)")
+    proto.add_argument("--n-splits", type=int, help="number of random splits (default 10)")
+    proto.add_argument("--group-by", choices=["prompt"], help="keep all images of a prompt on one side")
+    proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv")
+    proto.add_argument("--seed", type=int)
+    run = p.add_argument_group("running")
+    run.add_argument("--device", help="cpu, cuda, cuda:1 ...")
+    run.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
+    run.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
+    run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
+    run.add_argument("--tensorboard", action="store_true", default=None)
+
+
+SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "prompt_prefix",
+            "skip_bad", "backbone", "weights", "resize", "train_patches", "eval_patches", "epochs", "batch_size", "lr",
+            "weight_decay", "accumulate", "precision", "grad_checkpointing", "protocol", "splits", "n_splits",
+            "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard"]
+
+
+def config_from_args(args: argparse.Namespace):
+    """The config of the flags; with --resume, the saved config of the run in --out (only
+    --device and --workers may change on resume)."""
+    import json
+    from pathlib import Path
+
+    preset = args.fixed_preset or getattr(args, "preset", None)
+    overrides = {k: getattr(args, k, None) for k in SETTINGS}
+    saved_path = Path(args.out or "") / "config.json"
+    if args.resume and args.out and saved_path.is_file():
+        saved = json.loads(saved_path.read_text())
+        saved_preset = saved.pop("preset")
+        saved.update({k: overrides[k] for k in ("device", "workers") if overrides[k] is not None})
+        saved.update(resume=True, out=args.out)
+        return make_config(None if saved_preset == "custom" else saved_preset, **saved)
+    return make_config(preset, **overrides)
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from ipce.engine.train import run
+
+    run(config_from_args(args))
+    return 0
+
+
+def script_main(preset: str) -> int:
+    """`python train_aigc_<name>.py [flags]`: ipce train --preset <name> [flags]."""
+    import sys
+
+    from ipce.errors import IpceError
+
+    parser = argparse.ArgumentParser(description=f"Train the {preset} preset (same flags as `ipce train`)")
+    add_train_arguments(parser, preset=preset)
+    args = parser.parse_args()
+    try:
+        return train_command(args)
+    except IpceError as err:
+        print(f"ipce: error: {err}", file=sys.stderr)
+        return 1

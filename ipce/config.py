@@ -1,0 +1,113 @@
+"""Training configuration: one dataclass, filled from a bundled preset and then from flags."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from ipce.errors import IpceError
+
+
+@dataclass
+class TrainConfig:
+    # data
+    preset: str = "agiqa1k"
+    dataset: str | None = "agiqa1k"  # a published dataset key; None with annotations/images (custom data)
+    data_root: str = "data"
+    annotations: str | None = None
+    images: str | None = None
+    image_col: str = "image"
+    prompt_col: str = "prompt"
+    target_col: str = "mos"
+    target: str | None = None  # dataset target name (quality, alignment, ...); None: the dataset's default
+    prompt_prefix: str | None = None  # 'generator': the text is "{generator} {prompt}" (NTIRE second model)
+    skip_bad: bool = False
+    # model
+    backbone: str = "ViT-B-32"
+    weights: str | None = None
+    resize: int = 512
+    train_patches: int = 8
+    eval_patches: int = 15
+    flip: bool = True
+    # optimisation (the seed's)
+    epochs: int = 20
+    batch_size: int = 16  # global batch (all processes together)
+    lr: float = 5e-6
+    weight_decay: float = 1e-3
+    t_max: int = 5
+    accumulate: int = 1
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    # protocol
+    protocol: str = "paper"  # paper: 80/20, best epoch on the held-out part; holdout: train/val/test
+    n_splits: int = 10
+    ratio: float = 0.8
+    holdout_ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    splits: list[int] = field(default_factory=list)  # which splits to run (1-based); empty: all
+    group_by: str | None = None
+    splits_dir: str | None = None
+    seed: int = 20200626
+    # running
+    device: str = "cpu"
+    workers: int = 2
+    out: str | None = None
+    resume: bool = False
+    tensorboard: bool = False
+    eval_batch_size: int | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_presets() -> dict[str, dict]:
+    text = resources.files("ipce.presets").joinpath("presets.toml").read_text(encoding="utf-8")
+    return tomllib.loads(text)
+
+
+def preset_names() -> list[str]:
+    return sorted(load_presets())
+
+
+def make_config(preset: str | None = None, **overrides) -> TrainConfig:
+    """The preset's recipe with `overrides` (None values ignored) applied on top."""
+    presets = load_presets()
+    name = preset or "agiqa1k"
+    if name not in presets:
+        raise IpceError(f"--preset {name}: unknown preset; choose one of {', '.join(sorted(presets))}")
+    values = {"preset": name, **presets[name]}
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in overrides.items():
+        if key not in known:
+            raise IpceError(f"unknown setting {key!r}")
+        if value is not None:
+            values[key] = value
+    if overrides.get("annotations"):
+        values["dataset"] = None
+        if preset is None:
+            values["preset"] = "custom"
+    config = TrainConfig(**values)
+    validate(config)
+    return config
+
+
+def validate(config: TrainConfig) -> None:
+    checks = [
+        (config.precision in ("fp32", "bf16", "fp16"), f"--precision {config.precision}: use fp32, bf16 or fp16"),
+        (config.protocol in ("paper", "holdout"), f"--protocol {config.protocol}: use paper or holdout"),
+        (config.group_by in (None, "prompt"), f"--group-by {config.group_by}: only 'prompt' is supported"),
+        (config.prompt_prefix in (None, "none", "generator"),
+         f"--prompt-prefix {config.prompt_prefix}: use none or generator"),
+        (config.epochs >= 1, "--epochs must be at least 1"),
+        (config.batch_size >= 1, "--batch-size must be at least 1"),
+        (config.accumulate >= 1, "--accumulate must be at least 1"),
+        (config.lr > 0, "--lr must be positive"),
+        (0 < config.ratio < 1, "--ratio must be between 0 and 1"),
+        (all(1 <= s <= config.n_splits for s in config.splits),
+         f"--splits {config.splits}: splits are numbered 1..{config.n_splits}"),
+        ((config.annotations is None) == (config.images is None) or config.dataset is not None,
+         "custom data needs both --annotations FILE and --images DIR"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise IpceError(message)

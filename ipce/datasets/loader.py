@@ -1,0 +1,113 @@
+"""Records -> batches of views. Crops come from a per-sample generator seeded by
+(seed, epoch, index), so the same seed gives the same crops whatever the worker count,
+and a resumed run draws what an uninterrupted one would have."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ipce.api import prefixed_prompt
+from ipce.datasets.images import open_rgb
+from ipce.datasets.sources import Record
+from ipce.datasets.views import ViewConfig, make_views
+from ipce.errors import DataError
+
+
+@dataclass
+class Batch:
+    crops: torch.Tensor  # [B, P, 3, 224, 224]
+    glob: torch.Tensor  # [B, 3, 224, 224]
+    prompts: list[str]  # the texts the model sees (prefix applied)
+    targets: torch.Tensor  # [B] float (NaN where the record has none)
+    indices: torch.Tensor  # [B] positions in the dataset's record list
+    errors: list[tuple[int, str]]  # (index, one-line problem) of samples that could not be read
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def pin_memory(self) -> "Batch":
+        self.crops, self.glob = self.crops.pin_memory(), self.glob.pin_memory()
+        return self
+
+
+class ViewDataset(Dataset):
+    """One item per record: its views, its text, its target.
+
+    With `tolerant=True` an unreadable image gives an item carrying the error instead of
+    raising, so one bad file in thousands is reported and the rest still scored.
+    """
+
+    def __init__(self, records: Sequence[Record], views: ViewConfig, prompt_prefix: str | None = None,
+                 seed: int = 0, tolerant: bool = False):
+        self.records = list(records)
+        self.views = views
+        self.prompt_prefix = prompt_prefix
+        self.seed = seed
+        self.epoch = 0
+        self.tolerant = tolerant
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def text_of(self, record: Record) -> str:
+        return prefixed_prompt(record.prompt, self.prompt_prefix, record.generator)
+
+    def __getitem__(self, index: int):
+        record = self.records[index]
+        generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF)
+        try:
+            crops, glob = make_views(open_rgb(record.image), self.views, generator)
+        except DataError as err:
+            if not self.tolerant:
+                raise
+            return index, None, None, str(err)
+        return index, crops, glob, None
+
+
+def collate(items, dataset: ViewDataset) -> Batch:
+    errors = [(index, err) for index, _, _, err in items if err is not None]
+    good = [(index, crops, glob) for index, crops, glob, err in items if err is None]
+    records = [dataset.records[i] for i, _, _ in good]
+    if good:
+        crops = torch.stack([c for _, c, _ in good])
+        glob = torch.stack([g for _, _, g in good])
+    else:
+        crops, glob = torch.empty(0, dataset.views.patches, 3, 224, 224), torch.empty(0, 3, 224, 224)
+    targets = torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float32)
+    return Batch(crops, glob, [dataset.text_of(r) for r in records], targets,
+                 torch.tensor([i for i, _, _ in good], dtype=torch.long), errors)
+
+
+class _Collate:
+    """Picklable collate bound to its dataset (workers may be spawned processes)."""
+
+    def __init__(self, dataset: ViewDataset):
+        self.dataset = dataset
+
+    def __call__(self, items) -> Batch:
+        return collate(items, self.dataset)
+
+
+def make_loader(dataset: ViewDataset, batch_size: int, shuffle: bool, workers: int = 2, seed: int = 0,
+                device: str | torch.device = "cpu", sampler=None, drop_last: bool = False) -> DataLoader:
+    """A DataLoader over views: seeded order, worker processes, pinned memory only on CUDA."""
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle if sampler is None else False,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_Collate(dataset),
+        pin_memory=torch.device(device).type == "cuda",
+        generator=generator,
+        drop_last=drop_last,
+        persistent_workers=False,
+        prefetch_factor=4 if workers > 0 else None,
+    )

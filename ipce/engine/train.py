@@ -1,0 +1,421 @@
+"""Training, split by split: set-up, loop, evaluation, checkpoints, resume, DDP, report.
+
+Read top to bottom: `run` prepares data and splits and calls `train_split` for each split;
+`train_split` is the loop (AdamW, the seed's cosine schedule, L1 loss, autocast, accumulation),
+evaluates the held-out part after every epoch, keeps the best epoch as an ipce checkpoint
+and the last epoch as a resumable state.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from ipce.api import autocast
+from ipce.config import TrainConfig
+from ipce.datasets.loader import ViewDataset, make_loader
+from ipce.datasets.views import ViewConfig
+from ipce.engine.evaluate import metrics_of, predict_loader
+from ipce.errors import DataError, IpceError, WeightsError
+from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
+from ipce.models.correspondence import CorrespondenceScorer
+from ipce.utils.checkpoint import atomic_path, save_checkpoint
+
+
+# ---------------------------------------------------------------------------- schedule
+def schedule_positions(epochs: int, t_max: int) -> list[int]:
+    """Cosine positions used per epoch: t advances by one per epoch, and a position whose
+    rate would be exactly 0 (t = t_max, 3 t_max, ...) is skipped, as the seed did."""
+    positions, t = [], 0
+    for _ in range(epochs):
+        while t % (2 * t_max) == t_max:
+            t += 1
+        positions.append(t)
+        t += 1
+    return positions
+
+
+def epoch_lrs(epochs: int, base_lr: float, t_max: int) -> list[float]:
+    return [base_lr * (1 + math.cos(math.pi * t / t_max)) / 2 for t in schedule_positions(epochs, t_max)]
+
+
+# ---------------------------------------------------------------------------- distributed
+def dist_info() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def setup_distributed(config: TrainConfig) -> torch.device:
+    rank, world, local = dist_info()
+    device = torch.device(config.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
+        device = torch.device("cuda", local if world > 1 else (device.index or 0))
+        torch.cuda.set_device(device)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def is_main() -> bool:
+    return dist_info()[0] == 0
+
+
+def gather(obj):
+    """Every rank's object, in rank order (just [obj] without DDP)."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------------- data
+def read_records(config: TrainConfig):
+    from ipce.datasets.sources import read_custom, read_dataset
+
+    if config.annotations:
+        return read_custom(config.annotations, config.images, config.image_col, config.prompt_col, config.target_col)
+    subset = "train" if config.dataset == "aigcqa30k" else "all"
+    return read_dataset(config.dataset, config.data_root, subset=subset, target=config.target)
+
+
+def preflight(config: TrainConfig):
+    """Records, or one error listing every missing input (dataset, weights) with where to get it."""
+    problems, records = [], None
+    try:
+        records = read_records(config)
+    except DataError as err:
+        problems.append(str(err))
+    is_random = config.backbone in TINY_CONFIGS or config.backbone.startswith(RANDOM_PREFIX)
+    if not is_random:
+        try:
+            if config.weights:
+                if not Path(config.weights).is_file():
+                    raise WeightsError(f"{config.weights}: no such weight file (--weights)")
+            else:
+                config.weights = str(find_weights(config.backbone))
+        except WeightsError as err:
+            problems.append(str(err))
+    if problems:
+        raise IpceError("\n".join(problems))
+    return records
+
+
+def check_files(config: TrainConfig, records):
+    """Open every image before the first step; stop on problems unless --skip-bad."""
+    from ipce.datasets.checks import check_records, filter_bad
+
+    report = check_records(records, workers=max(config.workers, 1), progress=is_main())
+    if report.ok:
+        return records
+    if not config.skip_bad:
+        lines = [f"{p.path}" + (f" (row {p.row})" if p.row else "") + f": {p.message}" for p in report.problems[:20]]
+        more = len(report.problems) - len(lines)
+        raise DataError(f"{len(report.problems)} bad records; fix them or pass --skip-bad to drop them:\n  "
+                        + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else ""))
+    kept = filter_bad(records, report)
+    if is_main():
+        print(f"--skip-bad: dropped {len(records) - len(kept)} bad records of {len(records)}")
+    return kept
+
+
+def make_splits(config: TrainConfig, records):
+    from ipce.datasets.splits import holdout_splits, import_split_dir, random_splits
+
+    if config.splits_dir:
+        return import_split_dir(config.splits_dir, records)
+    if config.protocol == "holdout":
+        return holdout_splits(records, config.n_splits, tuple(config.holdout_ratios), config.seed, config.group_by)
+    return random_splits(records, config.n_splits, config.ratio, config.seed, config.group_by)
+
+
+# ---------------------------------------------------------------------------- model
+def build_model(config: TrainConfig, device: torch.device) -> CorrespondenceScorer:
+    clip, model_config, _ = load_backbone(config.backbone, config.weights)
+    clip.model_config = model_config
+    model = CorrespondenceScorer(clip).to(device)
+    if config.grad_checkpointing:
+        clip.set_grad_checkpointing(True)
+    return model
+
+
+def checkpoint_meta(config: TrainConfig, model: CorrespondenceScorer, metrics: dict, epoch: int) -> dict:
+    return {
+        "backbone": config.backbone,
+        "model_config": model.clip.model_config,
+        "quick_gelu": True,
+        "resize": config.resize,
+        "patches": config.eval_patches,
+        "train_patches": config.train_patches,
+        "prompt_prefix": config.prompt_prefix if config.prompt_prefix != "none" else None,
+        "training": config.to_dict(),
+        "epoch": epoch,
+        "metrics": metrics,
+    }
+
+
+# ---------------------------------------------------------------------------- files
+def atomic_torch_save(obj, path: Path) -> None:
+    tmp = atomic_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_lines(path: Path, lines: list[str]) -> None:
+    tmp = atomic_path(path)
+    try:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_predictions(path: Path, records, indices, preds) -> None:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "prompt", "mos", "score"])
+    for i, p in zip(indices, preds):
+        r = records[i]
+        writer.writerow([r.name, r.prompt, r.target, f"{p:.6f}"])
+    write_lines(path, buffer.getvalue().rstrip("\n").split("\n"))
+
+
+# ---------------------------------------------------------------------------- one split
+def evaluate_model(model, records, config: TrainConfig, device, desc: str):
+    """Held-out predictions (every rank's share gathered) and their metrics."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    _, world, _ = dist_info()
+    dataset = ViewDataset(records, ViewConfig(config.resize, config.eval_patches), config.prompt_prefix)
+    sampler = DistributedSampler(dataset, shuffle=False) if world > 1 else None
+    batch = max(1, (config.eval_batch_size or config.batch_size) // world)
+    loader = make_loader(dataset, batch, shuffle=False, workers=config.workers, device=device, sampler=sampler)
+    net = model.module if hasattr(model, "module") else model
+    net.eval()
+
+    def score(b):
+        with autocast(device, config.precision):
+            return net(b.crops.to(device, non_blocking=True), b.glob.to(device, non_blocking=True), b.prompts)
+
+    indices, preds, _, _ = predict_loader(score, loader, desc=desc, progress=is_main())
+    merged = {}
+    for part_idx, part_pred in gather((indices.tolist(), preds.tolist())):
+        merged.update(zip(part_idx, part_pred))  # the sampler pads with repeats: keep each index once
+    order = sorted(merged)
+    pred = [merged[i] for i in order]
+    mos = [records[i].target for i in order]
+    return order, pred, metrics_of(pred, mos)
+
+
+def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> dict:
+    """Train on one split; returns the best epoch's metrics (and test metrics for holdout)."""
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data.distributed import DistributedSampler
+
+    rank, world, _ = dist_info()
+    split_dir.mkdir(parents=True, exist_ok=True)
+    state_path, best_path = split_dir / "last.pt", split_dir / "best.safetensors"
+    torch.manual_seed(config.seed + k)
+    model = build_model(config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
+    history, best, start_epoch = [], {"main": -math.inf}, 0
+
+    if config.resume and state_path.is_file():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model.clip.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        torch.set_rng_state(state["torch_rng"])
+        if is_main():
+            print(f"split {k}: resuming after epoch {start_epoch} from {state_path}")
+
+    train_records = [records[i] for i in split.train]
+    val_records = [records[i] for i in split.val]
+    train_set = ViewDataset(train_records,
+                            ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip),
+                            config.prompt_prefix, seed=config.seed + k)
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
+        if world > 1 else model
+    per_rank = max(1, config.batch_size // world // config.accumulate)
+    lrs = epoch_lrs(config.epochs, config.lr, config.t_max)
+    writer = None
+    if config.tensorboard and is_main():
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise IpceError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        writer = SummaryWriter(str(split_dir / "tensorboard"))
+
+    for epoch in range(start_epoch, config.epochs):
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[epoch]
+        train_set.set_epoch(epoch)
+        order_seed = config.seed * 1000 + k * 100 + epoch  # the epoch's order, independent of resumes
+        sampler = DistributedSampler(train_set, shuffle=True, seed=order_seed) if world > 1 else None
+        loader = make_loader(train_set, per_rank, shuffle=True, workers=config.workers, seed=order_seed,
+                             device=device, sampler=sampler)
+        model.train()
+        loss_sum, seen, started = 0.0, 0, time.perf_counter()
+        bar = tqdm(total=len(train_set), desc=f"split {k} epoch {epoch + 1}/{config.epochs}", unit="img",
+                   disable=not is_main(), dynamic_ncols=True, leave=False)
+        optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(loader):
+            crops, glob = batch.crops.to(device, non_blocking=True), batch.glob.to(device, non_blocking=True)
+            targets = batch.targets.to(device)
+            with autocast(device, config.precision):
+                scores = net(crops, glob, batch.prompts)
+            loss = F.l1_loss(scores.float(), targets)
+            scaler.scale(loss / config.accumulate).backward()
+            if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.item() * len(batch)
+            seen += len(batch)
+            bar.update(len(batch) * world)
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lrs[epoch]:.2e}")
+        bar.close()
+        train_loss = sum(gather(loss_sum)) / max(sum(gather(seen)), 1)
+        train_seconds = time.perf_counter() - started
+
+        order, pred, metrics = evaluate_model(model, val_records, config, device, desc=f"split {k} eval")
+        record = {"epoch": epoch + 1, "lr": lrs[epoch], "train_loss": train_loss,
+                  "train_images_per_s": len(train_set) / train_seconds, **metrics}
+        history.append(record)
+        improved = metrics["main"] > best["main"] or not math.isfinite(best["main"])
+        if is_main():
+            if improved:
+                best = dict(record)
+                save_checkpoint(best_path, model, checkpoint_meta(config, model, metrics, epoch + 1))
+                write_predictions(split_dir / "val_predictions.csv", val_records, order, pred)
+            write_lines(split_dir / "metrics.jsonl", [json.dumps(h) for h in history])
+            if writer is not None:
+                for key in ("train_loss", "srcc", "plcc", "main", "lr"):
+                    writer.add_scalar(key, record[key], epoch + 1)
+            atomic_torch_save({"model": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
+                               "best": best, "torch_rng": torch.get_rng_state()}, state_path)
+            tqdm.write(f"split {k} epoch {epoch + 1}: loss {train_loss:.4f}  srcc {metrics['srcc']:.4f}  "
+                       f"plcc {metrics['plcc']:.4f}  ({len(train_set) / train_seconds:.1f} img/s)")
+        best = gather(best)[0]  # every rank agrees with rank 0
+    if writer is not None:
+        writer.close()
+
+    result = {"split": k, **best}
+    if split.test and len(split.test):
+        from ipce.utils.checkpoint import load_checkpoint
+
+        best_model, _ = load_checkpoint(best_path, device)
+        test_records = [records[i] for i in split.test]
+        order, pred, test_metrics = evaluate_model(best_model, test_records, config, device, desc=f"split {k} test")
+        result = {"split": k, "epoch": best["epoch"], "val_main": best["main"], **test_metrics}
+        if is_main():
+            write_predictions(split_dir / "test_predictions.csv", test_records, order, pred)
+    if is_main():
+        plot_split(split_dir, history, k)
+        (split_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def plot_split(split_dir: Path, history: list[dict], k: int) -> None:
+    import csv
+
+    from ipce.utils.report import plot_learning_curves, plot_scatter
+
+    plot_learning_curves(history, split_dir / "learning_curves.png", title=f"split {k}")
+    for name in ("test_predictions.csv", "val_predictions.csv"):
+        path = split_dir / name
+        if path.is_file():
+            rows = list(csv.DictReader(path.open(encoding="utf-8")))
+            plot_scatter([float(r["score"]) for r in rows], [float(r["mos"]) for r in rows],
+                         split_dir / "scatter.png", title=f"split {k}, best epoch ({name.split('_')[0]})")
+            break
+
+
+# ---------------------------------------------------------------------------- the run
+def default_out(config: TrainConfig) -> Path:
+    return Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(config: TrainConfig) -> dict:
+    """Train every selected split and write the summary; returns the summary."""
+    device = setup_distributed(config)
+    out = Path(config.out) if config.out else default_out(config)
+    if config.resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise IpceError(f"--resume: {saved} not found; pass --out with the folder of the run to resume")
+    records = preflight(config)
+    records = check_files(config, records)
+    splits = make_splits(config, records)
+    chosen = config.splits or list(range(1, len(splits) + 1))
+    if max(chosen) > len(splits):
+        raise IpceError(f"--splits {chosen}: only {len(splits)} splits exist")
+    if is_main():
+        out.mkdir(parents=True, exist_ok=True)
+        write_lines(out / "config.json", [json.dumps(config.to_dict(), indent=2)])
+        print(f"ipce train: {len(records)} records, splits {chosen}, {config.epochs} epochs, out {out}")
+    results = []
+    for k in chosen:
+        split_dir = out / f"split{k}"
+        done = split_dir / "result.json"
+        if config.resume and done.is_file():
+            results.append(json.loads(done.read_text()))
+            continue
+        results.append(train_split(config, records, splits[k - 1], k, split_dir, device))
+    summary = {}
+    if is_main():
+        summary = write_summary(out, config, results)
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return summary
+
+
+def write_summary(out: Path, config: TrainConfig, results: list[dict]) -> dict:
+    from ipce.utils.metrics import summarize
+    from ipce.utils.report import PAPER_RESULTS, split_table, write_json, write_text
+
+    target = config.target or _default_target(config)
+    paper = PAPER_RESULTS.get((config.preset, target)) or PAPER_RESULTS.get((config.dataset or "", target))
+    keys = [k for k in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "main")]
+    stats = summarize([{k: r.get(k) for k in keys} for r in results], keys=keys)
+    table = split_table(results, stats, paper=paper)
+    if config.protocol == "paper" and not config.splits_dir:
+        note = ("Protocol 'paper' (as published): each split's epoch was chosen on the same held-out part "
+                "it is reported on, which flatters the numbers; use --protocol holdout for an unbiased estimate.")
+    elif config.protocol == "holdout":
+        note = "Protocol 'holdout': epoch chosen on validation, numbers reported on the test part."
+    else:
+        note = "Splits imported from " + str(config.splits_dir) + "; epoch chosen on each held-out part."
+    summary = {"preset": config.preset, "target": target, "protocol": config.protocol, "splits": results,
+               "summary": stats, "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None, "note": note}
+    write_json(out / "summary.json", summary)
+    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n")
+    print(f"\n{table}\n\n{note}\nresults in {out}")
+    return summary
+
+
+def _default_target(config: TrainConfig) -> str:
+    if config.dataset:
+        from ipce.datasets.sources import dataset_info
+
+        return dataset_info(config.dataset).default_target
+    return config.target_col

@@ -1,0 +1,160 @@
+"""Helpers that write tiny images and dataset layouts into a folder (usually pytest's tmp_path).
+
+The published layouts are built from the REAL sample annotation files in
+`<shared>/data/annotation-samples/` (located through `$IPCE_SHARED` or the
+`shared/` folder beside the repository); the image names are read here with the
+csv module / openpyxl, independently of `ipce.datasets.sources`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+# preset -> (folder, {subset: annotation files to copy})
+LAYOUTS = {
+    "agiqa1k": ("AGIQA-1K", ("all.csv", "AIGC_MOS_Zscore.xlsx")),
+    "agiqa3k": ("AGIQA-3K", ("data.csv",)),
+    "aigciqa2023": ("AIGCIQA2023", ("all_set.csv",)),
+    "aigcqa30k": ("AIGCQA-30K-Image", ("info_train.csv", "info_val.csv", "info_train.xlsx")),
+}
+
+
+def shared_dir() -> Path | None:
+    """The project's shared/ folder: $IPCE_SHARED, else shared/ beside the repository."""
+    env = os.environ.get("IPCE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared")
+    for path in candidates:
+        if (path / "data" / "annotation-samples").is_dir():
+            return path
+    return None
+
+
+def samples_dir() -> Path | None:
+    shared = shared_dir()
+    return None if shared is None else shared / "data" / "annotation-samples"
+
+
+def require_samples() -> Path:
+    """The samples folder, or skip the calling test with the reason."""
+    import pytest
+
+    path = samples_dir()
+    if path is None:
+        pytest.skip("annotation samples not found: set IPCE_SHARED or put shared/ beside the repository "
+                    "(shared/data/annotation-samples)")
+    return path
+
+
+def write_image(path, size=(32, 32), color=None, seed: int | None = None, quality: int = 90) -> Path:
+    """A small RGB image; noise when `seed` is given, a flat colour otherwise. Format from the suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if seed is not None:
+        pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        im = Image.fromarray(pixels, "RGB")
+    else:
+        im = Image.new("RGB", size, color or (200, 100, 50))
+    if path.suffix.lower() in (".jpg", ".jpeg"):
+        im.save(path, "JPEG", quality=quality)
+    else:
+        im.save(path)
+    return path
+
+
+def csv_rows(path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return [row for row in csv.reader(fh) if row]
+
+
+def xlsx_rows(path) -> list[list]:
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(path, read_only=True).worksheets[0]
+    return [list(r) for r in sheet.iter_rows(values_only=True) if any(v is not None for v in r)]
+
+
+def image_paths(preset: str, folder: Path, annotation: str) -> list[Path]:
+    """Where each row's image lives in the publisher's layout (independent of the readers)."""
+    path = folder / annotation
+    rows = xlsx_rows(path) if annotation.endswith(".xlsx") else csv_rows(path)
+    if preset == "agiqa1k":
+        return [folder / "file" / str(r[0]) for r in rows[1:]]
+    if preset == "agiqa3k":
+        return [folder / str(r[0]) for r in rows[1:]]
+    if preset == "aigciqa2023":
+        return [folder / str(r[0]) / str(r[1]) for r in rows[1:]]
+    subset = annotation.split("_", 1)[1].split(".")[0]
+    body = rows[1:] if annotation.endswith(".xlsx") else rows  # the csv files have no header
+    return [folder / subset / str(r[0]) for r in body]
+
+
+def build_preset(preset: str, root, files=None, images: bool = True) -> Path:
+    """Copy the sample annotation file(s) of `preset` into `<root>/<folder>/` and write a 32x32 image for
+    every row. Returns the dataset folder."""
+    samples = require_samples()
+    folder_name, default_files = LAYOUTS[preset]
+    folder = Path(root) / folder_name
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in files or default_files:
+        target = folder / name
+        shutil.copyfile(samples / folder_name / name, target)
+        os.chmod(target, 0o644)
+        if images:
+            for i, image in enumerate(image_paths(preset, folder, name)):
+                if not image.exists():
+                    write_image(image, color=((i * 37) % 256, (i * 91) % 256, 128))
+    return folder
+
+
+def build_custom(root, n: int = 6, bad: dict | None = None, header=("image", "prompt", "mos")) -> tuple[Path, Path]:
+    """`<root>/labels.csv` + `<root>/imgs/img_<i>.png`; `bad` maps an index to 'missing', 'empty',
+    'text' or 'truncated'. Returns (annotations, images folder)."""
+    root = Path(root)
+    images = root / "imgs"
+    images.mkdir(parents=True, exist_ok=True)
+    bad = bad or {}
+    lines = [",".join(header)]
+    for i in range(n):
+        name = f"gen{i % 2}_{i:03d}.png"
+        lines.append(f'{name},"prompt {i}, with a comma",{1 + i * 0.5}')
+        path = images / name
+        kind = bad.get(i)
+        if kind == "missing":
+            continue
+        if kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "text":
+            path.write_text("not an image at all")
+        elif kind == "truncated":
+            write_image(path, size=(48, 48), seed=i)
+            data = path.read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        else:
+            write_image(path, seed=i)
+    annotations = root / "labels.csv"
+    annotations.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return annotations, images
+
+
+def build_agiqa3k_like(root, n: int, size: int = 64, generators=("AttnGAN", "DALLE2", "glide", "midjourney")) -> Path:
+    """An AGIQA-3K-layout folder (`data.csv` + JPEG images beside it) with `n` noise images."""
+    folder = Path(root) / "AGIQA-3K"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+    lines = ["name,prompt,adj1,adj2,style,mos_quality,std_quality,mos_align,std_align"]
+    for i in range(n):
+        name = f"{generators[i % len(generators)]}_normal_{i:05d}.jpg"
+        shifted = np.roll(base, i, axis=1) ^ np.uint8(i % 251)
+        Image.fromarray(shifted, "RGB").save(folder / name, "JPEG", quality=90)
+        lines.append(f'{name},"prompt number {i}, realistic style",,,,{(i % 50) / 10:.3f},0.5,{(i % 40) / 10:.3f},0.5')
+    (folder / "data.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return folder

@@ -1,0 +1,117 @@
+"""check_records and `ipce check-data`."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from ipce.cli import main
+from ipce.datasets.checks import check_records, count_long_prompts, filter_bad
+from ipce.datasets.sources import Record, read_custom, read_dataset
+from tests.datagen import build_custom, build_preset, write_image
+
+BAD = {1: "missing", 2: "empty", 3: "text", 4: "truncated"}
+
+
+def _report_rows(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_check_records_finds_every_bad_image(tmp_path, workers):
+    annotations, images = build_custom(tmp_path, n=8, bad=BAD)
+    records = read_custom(annotations, images)
+    report = check_records(records, workers=workers, progress=False)
+    assert report.records == 8
+    assert report.images_found == 7  # only the missing one is not found
+    assert report.by_kind() == {"empty": 1, "missing": 1, "not-an-image": 1, "truncated": 1}
+    assert not report.ok
+    bad_paths = {str(records[i].image) for i in BAD}
+    assert {p.path for p in report.problems} == bad_paths
+    assert {p.row for p in report.problems} == {i + 2 for i in BAD}
+    assert all(p.path in p.message for p in report.problems)
+    assert report.score_min == 1.0 and report.score_max == 4.5
+    kept = filter_bad(records, report)
+    assert [r.name for r in kept] == [records[i].name for i in (0, 5, 6, 7)]
+    assert check_records(kept, progress=False).ok
+
+
+def test_long_prompts_are_counted_on_the_scoring_text(tmp_path):
+    # "a photo that perfectly matches '<k x cat>'" is 7 + k tokens, + start/end = k + 9: over 77 from k = 69
+    assert count_long_prompts([" ".join(["cat"] * 68)]) == 0
+    assert count_long_prompts([" ".join(["cat"] * 69)]) == 1
+    write_image(tmp_path / "a.png")
+    records = [Record(image=tmp_path / "a.png", prompt=p, target=None, name=f"{i}.png")
+               for i, p in enumerate(["a cat", " ".join(["dog"] * 69), " ".join(["dog"] * 69)])]
+    report = check_records(records, progress=False)
+    assert report.long_prompts == 2 and report.ok
+    assert report.score_min is None and report.score_max is None
+
+
+def test_cli_bad_layout_exits_1_and_reports_the_paths(tmp_path, capsys):
+    folder = build_preset("agiqa3k", tmp_path)
+    records = read_dataset("agiqa3k", tmp_path)
+    (folder / records[3].name).write_bytes(b"")
+    (folder / records[7].name).unlink()
+    truncated = folder / records[9].name
+    write_image(truncated, size=(64, 64), seed=1)
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    report = tmp_path / "out" / "problems.csv"
+    code = main(["check-data", "--preset", "agiqa3k", "--data-root", str(tmp_path), "--report", str(report),
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "records: 33" in out and "images found: 32 of 33" in out
+    assert "empty 1" in out and "missing 1" in out and "truncated 1" in out
+    assert "score range: 0.1953 .. 3.907" in out
+    rows = _report_rows(report)
+    assert {r["path"] for r in rows} == {str(records[i].image) for i in (3, 7, 9)}
+    assert {r["row"] for r in rows} == {str(records[i].row) for i in (3, 7, 9)}
+    assert all(r["problem"] for r in rows)
+
+
+def test_cli_clean_layout_exits_0(tmp_path, capsys):
+    build_preset("aigciqa2023", tmp_path)
+    report = tmp_path / "problems.csv"
+    code = main(["check-data", "--preset", "aigciqa2023", "--data-root", str(tmp_path), "--target", "correspondence",
+                 "--report", str(report), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "records: 30" in out and "problems: none" in out and "prompts over 77 tokens: 0" in out
+    assert _report_rows(report) == []
+
+
+def test_cli_custom_form(tmp_path, capsys):
+    annotations, images = build_custom(tmp_path, n=4, bad={2: "text"})
+    code = main(["check-data", "--annotations", str(annotations), "--images", str(images), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1 and "not-an-image 1" in out and str(images / "gen0_002.png") in out
+    annotations.write_text("name,text\ngen0_000.png,a prompt\n")
+    code = main(["check-data", "--annotations", str(annotations), "--images", str(images), "--image-col", "name",
+                 "--prompt-col", "text", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0 and "scores: none" in out
+
+
+def test_cli_annotation_error_is_reported_with_its_row(tmp_path, capsys):
+    annotations, images = build_custom(tmp_path, n=3)
+    lines = annotations.read_text().splitlines()
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",oops"
+    annotations.write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.csv"
+    code = main(["check-data", "--annotations", str(annotations), "--images", str(images), "--report", str(report),
+                 "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1 and str(annotations) in out and "row 3" in out
+    (row,) = _report_rows(report)
+    assert row["path"] == str(annotations) and row["row"] == "3" and row["problem"].startswith("bad-score: ")
+
+
+def test_cli_missing_dataset_and_bad_flags(tmp_path, capsys):
+    assert main(["check-data", "--preset", "agiqa1k", "--data-root", str(tmp_path), "--no-progress"]) == 1
+    assert "https://github.com/lcysyzxdxc/AGIQA-1k-Database" in capsys.readouterr().out
+    assert main(["check-data", "--preset", "nosuch", "--data-root", str(tmp_path)]) == 1
+    assert "ipce: error: --preset nosuch" in capsys.readouterr().err
+    assert main(["check-data", "--annotations", "x.csv"]) == 1
+    assert "--images" in capsys.readouterr().err

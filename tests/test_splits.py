@@ -1,0 +1,189 @@
+"""Seeded, grouped and three-way splits; split folders on disk."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ipce.cli import main
+from ipce.datasets.sources import Record, read_custom
+from ipce.datasets.splits import Split, holdout_splits, import_split_dir, random_splits, write_split_dir
+from ipce.errors import DataError
+from tests.datagen import write_image
+
+
+def _records(n: int, prompts: int | None = None, root: Path = Path("/data/set")) -> list[Record]:
+    out = []
+    for i in range(n):
+        name = f"gen{i % 3}_{i:04d}.png"
+        prompt = f"prompt {i % prompts if prompts else i}"
+        out.append(Record(image=root / name, prompt=prompt, target=float(i % 7) / 2, name=name,
+                          generator=f"gen{i % 3}", row=i + 2))
+    return out
+
+
+def _complete_and_disjoint(split: Split, n: int):
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert sum(len(p) for p in parts) == n == len(set().union(*parts))
+
+
+def test_same_seed_same_splits_and_sizes():
+    records = _records(100)
+    a = random_splits(records, n=10, ratio=0.8, seed=7)
+    b = random_splits(records, n=10, ratio=0.8, seed=7)
+    assert a == b and len(a) == 10
+    for split in a:
+        assert len(split.train) == 80 and len(split.val) == 20 and tuple(split.test) == ()
+        _complete_and_disjoint(split, 100)
+    assert len({tuple(s.val) for s in a}) == 10  # pairwise distinct
+    assert random_splits(records, n=3, seed=7) == a[:3]  # split k does not depend on n
+
+
+def test_different_seeds_differ():
+    records = _records(100)
+    a = random_splits(records, n=5, seed=1)
+    b = random_splits(records, n=5, seed=2)
+    assert all(x.val != y.val for x, y in zip(a, b))
+    assert random_splits(records, n=1)[0] == random_splits(records, n=1, seed=20200626)[0]
+
+
+def test_tiny_data_cannot_give_ten_distinct_splits():
+    with pytest.raises(DataError) as info:
+        random_splits(_records(4), n=10)
+    assert "--n" in str(info.value)
+    assert len(random_splits(_records(4), n=4)) == 4  # exactly the four possible 3/1 splits
+
+
+def test_bad_ratio_and_n():
+    with pytest.raises(DataError):
+        random_splits(_records(10), ratio=1.0)
+    with pytest.raises(DataError):
+        random_splits(_records(10), n=0)
+    with pytest.raises(DataError):
+        holdout_splits(_records(10), ratios=(0.5, 0.1, 0.1))
+
+
+def test_grouped_splits_never_share_a_prompt():
+    records = _records(300, prompts=60)  # every prompt on 5 records
+    splits = random_splits(records, n=10, group_by="prompt", seed=3)
+    for split in splits:
+        _complete_and_disjoint(split, 300)
+        train_prompts = {records[i].prompt for i in split.train}
+        val_prompts = {records[i].prompt for i in split.val}
+        assert not train_prompts & val_prompts
+        assert len(split.train) == 240
+    ungrouped = random_splits(records, n=1, seed=3)[0]
+    assert {records[i].prompt for i in ungrouped.train} & {records[i].prompt for i in ungrouped.val}
+
+
+def test_grouped_by_generator_and_unequal_groups():
+    records = _records(30)
+    for split in random_splits(records, n=3, ratio=0.6, group_by="generator"):
+        assert not {records[i].generator for i in split.train} & {records[i].generator for i in split.val}
+        _complete_and_disjoint(split, 30)
+    with pytest.raises(DataError):
+        random_splits(records, group_by="colour")
+
+
+def test_holdout_three_parts_disjoint_and_complete():
+    records = _records(200, prompts=50)
+    splits = holdout_splits(records, n=5, seed=11)
+    assert splits == holdout_splits(records, n=5, seed=11)
+    for split in splits:
+        _complete_and_disjoint(split, 200)
+        assert (len(split.train), len(split.val), len(split.test)) == (140, 20, 40)
+    for split in holdout_splits(records, n=3, group_by="prompt"):
+        _complete_and_disjoint(split, 200)
+        sides = [{records[i].prompt for i in part} for part in (split.train, split.val, split.test)]
+        assert not (sides[0] & sides[1] or sides[0] & sides[2] or sides[1] & sides[2])
+
+
+def test_write_then_import_round_trips(tmp_path):
+    records = _records(40)
+    splits = random_splits(records, n=3)
+    write_split_dir(tmp_path / "splits", records, splits)
+    assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == ["1", "2", "3"]
+    lines = (tmp_path / "splits" / "1" / "val.csv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "image,prompt,mos" and len(lines) == 1 + len(splits[0].val)
+    assert not list((tmp_path / "splits").rglob("*.tmp"))
+    assert import_split_dir(tmp_path / "splits", records) == splits
+    three = holdout_splits(records, n=2)
+    write_split_dir(tmp_path / "three", records, three)
+    assert import_split_dir(tmp_path / "three", records) == three
+    # rewriting a folder with two-way splits drops the stale test.csv, and extra folders are refused
+    write_split_dir(tmp_path / "three", records, splits[:2])
+    assert import_split_dir(tmp_path / "three", records) == splits[:2]
+    with pytest.raises(DataError) as info:
+        write_split_dir(tmp_path / "splits", records, splits[:1])
+    assert str(tmp_path / "splits" / "2") in str(info.value)
+
+
+def test_import_gives_exactly_the_rows_in_numeric_folder_order(tmp_path):
+    records = _records(12)
+    # AIGCQA-30K style (no header), folders 1..11 so that "10" and "11" sort after "9"
+    for k in range(1, 12):
+        folder = tmp_path / str(k)
+        folder.mkdir()
+        (folder / "train.csv").write_text("".join(f"{records[i].name},{records[i].prompt},1\n" for i in (k, 0)))
+        (folder / "val.csv").write_text(f"{records[k % 11 + 1].name},p,2\n")
+    splits = import_split_dir(tmp_path, records)
+    assert [s.train for s in splits] == [[k, 0] for k in range(1, 12)]
+    assert [s.val for s in splits] == [[k % 11 + 1] for k in range(1, 12)]
+
+
+def test_import_dataset_formats_and_basename_match(tmp_path):
+    records = [Record(image=Path(f"/d/{m}/{n}"), prompt=f"p{i}", target=1.0, name=f"{m}/{n}", generator=m)
+               for i, (m, n) in enumerate([("DALLE", "001-1.png"), ("Glide", "001-1.png"), ("Glide", "002-1.png")])]
+    folder = tmp_path / "0"
+    folder.mkdir()
+    # AIGCIQA2023's own format: model + image_name columns
+    (folder / "train.csv").write_text('model,image_name,mosz1,mosz2,mosz3,prompt\nGlide,001-1.png,1,2,3,"""x"""\n'
+                                      'DALLE,001-1.png,1,2,3,"""y"""\n')
+    (folder / "val.csv").write_text("name,prompt\n002-1.png,z\n")  # unique base name is enough
+    assert import_split_dir(tmp_path, records) == [Split(train=[1, 0], val=[2])]
+    (folder / "val.csv").write_text("name,prompt\n001-1.png,z\n")  # ambiguous base name
+    with pytest.raises(DataError) as info:
+        import_split_dir(tmp_path, records)
+    assert str(folder / "val.csv") in str(info.value) and "row 2" in str(info.value)
+
+
+def test_import_unknown_name_names_file_and_row(tmp_path):
+    records = _records(5)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "train.csv").write_text(f"image,prompt,mos\n{records[0].name},a,1\nghost.png,b,2\n")
+    (tmp_path / "1" / "val.csv").write_text(f"image,prompt,mos\n{records[1].name},a,1\n")
+    with pytest.raises(DataError) as info:
+        import_split_dir(tmp_path, records)
+    message = str(info.value)
+    assert str(tmp_path / "1" / "train.csv") in message and "row 3" in message and "ghost.png" in message
+
+
+def test_import_refuses_overlap_and_missing_files(tmp_path):
+    records = _records(5)
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "train.csv").write_text(f"{records[0].name},a,1\n{records[1].name},a,1\n")
+    with pytest.raises(DataError) as info:
+        import_split_dir(tmp_path, records)
+    assert "val.csv" in str(info.value)
+    (tmp_path / "1" / "val.csv").write_text(f"{records[1].name},a,1\n")
+    with pytest.raises(DataError) as info:
+        import_split_dir(tmp_path, records)
+    assert records[1].name in str(info.value)
+    with pytest.raises(DataError):
+        import_split_dir(tmp_path / "empty", records)
+
+
+def test_splits_command_writes_the_layout(tmp_path, capsys):
+    images = tmp_path / "imgs"
+    lines = ["image,prompt,mos"]
+    for i in range(20):
+        write_image(images / f"g_{i}.png", size=(8, 8))
+        lines.append(f"g_{i}.png,prompt {i % 5},{i / 4}")
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    code = main(["splits", "--annotations", str(tmp_path / "l.csv"), "--images", str(images), "--out", str(out),
+                 "--n", "4", "--seed", "5", "--group-by", "prompt"])
+    assert code == 0
+    assert "4 split(s)" in capsys.readouterr().out
+    records = read_custom(tmp_path / "l.csv", images)
+    assert import_split_dir(out, records) == random_splits(records, n=4, seed=5, group_by="prompt")
