@@ -85,8 +85,22 @@ def _run_train(args: argparse.Namespace) -> int:
     return train_command(args)
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.predict import add_predict_arguments
+
+    p = sub.add_parser("predict", help="score a dataset, a CSV or a folder (one checkpoint or an ensemble); "
+                                       "challenge submissions")
+    add_predict_arguments(p)
+    p.set_defaults(run=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from ipce.commands.predict import predict_command
+    return predict_command(args)
+
+
 # Subcommands register here, one adder per subcommand.
-ADDERS = [_add_score, _add_train, _add_check_data, _add_splits]
+ADDERS = [_add_score, _add_train, _add_check_data, _add_splits, _add_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:

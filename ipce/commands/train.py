@@ -40,6 +40,8 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     model.add_argument("--resize", type=int, help="adaptive-resize size S")
     model.add_argument("--train-patches", type=int, help="random crops per image in training (default 8)")
     model.add_argument("--eval-patches", type=int, help="evenly strided crops in evaluation (default 15)")
+    model.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                       help="random horizontal flips in training (preset's default)")
     opt = p.add_argument_group("optimisation")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int, help="global batch size (all processes)")
@@ -64,7 +66,7 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
 
 
 SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "prompt_prefix",
-            "skip_bad", "backbone", "weights", "resize", "train_patches", "eval_patches", "epochs", "batch_size", "lr",
+            "skip_bad", "backbone", "weights", "resize", "train_patches", "eval_patches", "flip", "epochs", "batch_size", "lr",
             "weight_decay", "accumulate", "precision", "grad_checkpointing", "protocol", "splits", "n_splits",
             "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard"]
 

@@ -146,7 +146,8 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
     else:
         lines.append(f"prompts over {CONTEXT_LENGTH} tokens: {report.long_prompts} (truncated when scored)")
     for problem in report.problems[:show]:
-        lines.append(f"  {problem.kind}: {problem.message}")
+        where = f" (row {problem.row})" if problem.row is not None else ""
+        lines.append(f"  {problem.kind}{where}: {problem.message}")
     if len(report.problems) > show:
         lines.append(f"  ... and {len(report.problems) - show} more (write them all with --report FILE.csv)")
     return "\n".join(lines)

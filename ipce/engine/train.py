@@ -118,7 +118,7 @@ def check_files(config: TrainConfig, records):
     if report.ok:
         return records
     if not config.skip_bad:
-        lines = [f"{p.path}" + (f" (row {p.row})" if p.row else "") + f": {p.message}" for p in report.problems[:20]]
+        lines = [p.message for p in report.problems[:20]]  # each names its file (and row)
         more = len(report.problems) - len(lines)
         raise DataError(f"{len(report.problems)} bad records; fix them or pass --skip-bad to drop them:\n  "
                         + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else ""))
