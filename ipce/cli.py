@@ -99,8 +99,22 @@ def _run_predict(args: argparse.Namespace) -> int:
     return predict_command(args)
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="generate a synthetic dataset, train a tiny model, evaluate, score (minutes, CPU)")
+    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p.add_argument("--quick", action="store_true", help="the minute-long version")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    p.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from ipce.commands.demo import demo_command
+    return demo_command(args)
+
+
 # Subcommands register here, one adder per subcommand.
-ADDERS = [_add_score, _add_train, _add_check_data, _add_splits, _add_predict]
+ADDERS = [_add_demo, _add_score, _add_train, _add_check_data, _add_splits, _add_predict]
 
 
 def build_parser() -> argparse.ArgumentParser:
