@@ -10,7 +10,7 @@ from ipce.models.backbone import infer_config
 from ipce.utils.checkpoint import save_checkpoint
 from tests.conftest import make_tiny_scorer, random_image
 
-FAST = ["--resize", "224", "--patches", "3"]
+FAST = ["--resize", "224", "--patches", "2"]
 
 
 def tiny_checkpoint(path, seed: int):
@@ -57,7 +57,7 @@ def test_seed_checkpoint_with_custom_csv_reproduces_the_api(tmp_path, capsys):
     rows = read_rows(out)
     assert list(rows[0]) == ["image", "prompt", "score"]  # one model, no MOS: no extra columns
     assert [r["image"] for r in rows] == names and [r["prompt"] for r in rows] == prompts
-    expected = ipce.load_scorer(str(ckpt), resize=224, patches=3).score(paths, prompts)
+    expected = ipce.load_scorer(str(ckpt), resize=224, patches=2).score(paths, prompts)
     assert torch.allclose(torch.tensor([float(r["score"]) for r in rows], dtype=torch.float64),
                           torch.tensor(expected, dtype=torch.float64), atol=1e-6, rtol=0)
     assert not (tmp_path / "out" / "scores.errors.csv").exists()
@@ -112,8 +112,8 @@ def test_product_ensemble_and_generator_prefix_match_single_models(tmp_path):
     def close(a, b):
         return torch.allclose(a, torch.tensor(b, dtype=torch.float64), atol=1e-6, rtol=0)
 
-    alone1 = ipce.load_scorer(str(ck1), resize=224, patches=3).score(paths, prompt)
-    second = ipce.load_scorer(str(ck2), resize=224, patches=3)
+    alone1 = ipce.load_scorer(str(ck1), resize=224, patches=2).score(paths, prompt)
+    second = ipce.load_scorer(str(ck2), resize=224, patches=2)
     prefixed = second.score(paths, [f"{n.split('_')[0]} {prompt}" for n in ordered])
     plain = second.score(paths, prompt)
     assert close(col["score_1"], alone1)
@@ -122,7 +122,7 @@ def test_product_ensemble_and_generator_prefix_match_single_models(tmp_path):
     assert close(col["score"], (col["score_1"] * col["score_2"] / 5).tolist())
     # the Python API gives the same ensemble
     api = ipce.load_scorer([str(ck1), str(ck2)], combine="product", prompt_prefix=[None, "generator"],
-                           resize=224, patches=3)
+                           resize=224, patches=2)
     assert close(col["score"], api.score(paths, prompt))
 
 
@@ -136,7 +136,7 @@ def test_folder_with_a_prompts_file(tmp_path):
                  str(prompts_csv), "--out", str(out), "--workers", "0", "--no-progress", *FAST]) == 0
     rows = read_rows(out)
     assert [(r["image"], r["prompt"]) for r in rows] == [("y.jpg", "a yellow bird"), ("x.png", "an x-ray of a hand")]
-    expected = ipce.load_scorer(str(ckpt), resize=224, patches=3).score(paths[::-1], ["a yellow bird",
+    expected = ipce.load_scorer(str(ckpt), resize=224, patches=2).score(paths[::-1], ["a yellow bird",
                                                                                       "an x-ray of a hand"])
     assert [float(r["score"]) for r in rows] == pytest.approx(expected, abs=1e-6)
 
@@ -165,7 +165,7 @@ def test_broken_images_are_skipped_listed_and_give_exit_status_2(tmp_path, capsy
     rows = read_rows(out)
     good = ["a_good.png", "e_good.png", "f_good.png"]
     assert [r["image"] for r in rows] == good
-    expected = ipce.load_scorer(str(ckpt), resize=224, patches=3).score([folder / n for n in good], "a cat")
+    expected = ipce.load_scorer(str(ckpt), resize=224, patches=2).score([folder / n for n in good], "a cat")
     assert [float(r["score"]) for r in rows] == pytest.approx(expected, abs=1e-6)
     errors = read_rows(tmp_path / "run.errors.csv")
     assert [e["path"].rsplit("/", 1)[-1] for e in errors] == broken

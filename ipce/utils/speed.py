@@ -1,0 +1,63 @@
+"""Optional speed settings: torch.compile of the two encoders and CUDA transfer/layout helpers.
+
+None of them changes a score beyond float rounding (tests/test_performance_options.py checks
+that); benchmarks/run.py measures what each one buys (benchmarks/README.md).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from ipce.models.correspondence import CorrespondenceScorer
+
+
+def compile_towers(model: CorrespondenceScorer, mode: str | None = None, dynamic: bool | None = None,
+                   backend: str = "inductor") -> CorrespondenceScorer:
+    """Compile the image encoder and the text transformer in place (`nn.Module.compile`).
+
+    Parameter names, `state_dict` and checkpoints are unchanged, so the model trains, saves
+    and wraps in DDP as before. The first call of each new input shape compiles (tens of
+    seconds on a CPU); text groups change length from batch to batch, after the first
+    recompilation torch marks that dimension dynamic. Needs a C++ compiler on the CPU.
+    """
+    clip = model.clip
+    clip.visual.compile(backend=backend, mode=mode, dynamic=dynamic)
+    clip.transformer.compile(backend=backend, mode=mode, dynamic=dynamic)
+    return model
+
+
+def use_channels_last(model: CorrespondenceScorer) -> CorrespondenceScorer:
+    """Channels-last layout for the patch embedding (the only convolution of a ViT): the
+    weight is stored channels-last and `image_features` hands the views over channels-last.
+    Meant for CUDA (cuDNN picks faster kernels); on the CPU it buys nothing measurable."""
+    conv = model.clip.visual.conv1
+    conv.weight.data = conv.weight.data.contiguous(memory_format=torch.channels_last)
+    model.channels_last = True
+    return model
+
+
+def cuda_settings(tf32: bool = False) -> None:
+    """cuDNN autotuning for the fixed-size patch embedding; TF32 matmuls only when asked
+    (TF32 is not fp32: about 1e-3 relative error in features)."""
+    torch.backends.cudnn.benchmark = True
+    if tf32:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def stack_pinned(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """torch.stack into page-locked memory (one copy, as a plain stack), so that a following
+    `.to("cuda", non_blocking=True)` is a real asynchronous copy. Use only when a CUDA device
+    will receive the batch; without CUDA it falls back to a plain stack."""
+    if not torch.cuda.is_available():
+        return torch.stack(list(tensors))
+    first = tensors[0]
+    out = torch.empty((len(tensors), *first.shape), dtype=first.dtype, pin_memory=True)
+    return torch.stack(list(tensors), out=out)
+
+
+def to_device(tensor: torch.Tensor, device: str | torch.device) -> torch.Tensor:
+    """Copy to `device`, asynchronously when the source is pinned (a no-op on the same device)."""
+    device = torch.device(device)
+    return tensor.to(device, non_blocking=device.type == "cuda" and tensor.is_pinned())
