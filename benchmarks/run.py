@@ -36,7 +36,7 @@ import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ipce.datasets.views import ViewConfig, make_views  # noqa: E402
-from ipce.models import reference  # noqa: E402
+from ipce.models import correspondence, reference  # noqa: E402
 
 # Distinct prompts of 10-40 words, in the style of AGIQA-3K / AIGCIQA2023 prompts.
 PROMPTS = [
@@ -205,8 +205,10 @@ class Row:
 @contextlib.contextmanager
 def open_clip_as_is(clip):
     """open_clip's own MLPs (QuickGELU unfused) for the duration; ours again afterwards."""
-    from ipce.models.correspondence import fuse_quick_gelu
-
+    fuse_quick_gelu = getattr(correspondence, "fuse_quick_gelu", None)
+    if fuse_quick_gelu is None:  # a tree from before the fused MLP: nothing to undo
+        yield
+        return
     fuse_quick_gelu(clip, enabled=False)
     try:
         yield
@@ -277,7 +279,7 @@ def floor_row(name: str, model, device: torch.device, precision: str, fused: boo
     def run(images, prompts, clock):
         prepare(images)
         views = prepared[len(images)]
-        chunk = model.image_chunk
+        chunk = getattr(model, "image_chunk", None)
         with clock.section("image"), torch.no_grad(), autocast(device, precision), \
                 (contextlib.nullcontext() if fused else open_clip_as_is(model.clip)):
             parts = views.split(chunk) if chunk and views.shape[0] > chunk else [views]
@@ -529,8 +531,6 @@ def build_rows(args, device: torch.device, log) -> list[Row]:
     from ipce.models.correspondence import CorrespondenceScorer
     from ipce.utils.speed import compile_towers
 
-    from ipce.models.correspondence import fuse_quick_gelu
-
     name = args.backbone if args.backbone == "tiny" or ":" in args.backbone else f"random:{args.backbone}"
     torch.manual_seed(0)
     clip, _, _ = load_backbone(name)
@@ -560,6 +560,8 @@ def build_rows(args, device: torch.device, log) -> list[Row]:
                      precision=low),
             floor_row(f"image encoder alone {low}", model, device, low),
             floor_row(f"image encoder alone {low}, open_clip as is", one_call, device, low, fused=False)]
+    if not hasattr(correspondence, "fuse_quick_gelu"):  # older tree: no fused MLP to compare
+        rows = [r for r in rows if "unfused" not in r.name and "open_clip as is" not in r.name]
     if args.quick:
         rows = [r for r in rows if not any(k in r.name for k in ("grouping", "texts " + low, "one call",
                                                                    "unfused", f"{low}, open_clip"))]
