@@ -25,8 +25,8 @@ def _run_score(args: argparse.Namespace) -> int:
     return score_command(args)
 
 
-def _add_check_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-data", help="decode every image of a dataset and report problems")
+def _add_data_source_arguments(p: argparse.ArgumentParser) -> None:
+    """A published dataset (--preset) or custom annotations (--annotations/--images)."""
     p.add_argument("--preset", default=None, help="agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k")
     p.add_argument("--data-root", default="data", help="folder holding the dataset folders (default: data)")
     p.add_argument("--subset", default=None, help="aigcqa30k: train, val or test (default: train)")
@@ -36,6 +36,11 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-col", default="image", help="custom: image column (default: image)")
     p.add_argument("--prompt-col", default="prompt", help="custom: prompt column (default: prompt)")
     p.add_argument("--target-col", default=None, help="custom: score column (default: mos, optional)")
+
+
+def _add_check_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check-data", help="decode every image of a dataset and report problems")
+    _add_data_source_arguments(p)
     p.add_argument("--report", default=None, help="write problems to this CSV (path,row,problem)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -49,15 +54,7 @@ def _run_check_data(args: argparse.Namespace) -> int:
 
 def _add_splits(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("splits", help="write seeded train/val split files (<out>/<k>/train.csv, val.csv)")
-    p.add_argument("--preset", default=None, help="agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k")
-    p.add_argument("--data-root", default="data", help="folder holding the dataset folders (default: data)")
-    p.add_argument("--subset", default=None, help="aigcqa30k: train, val or test (default: train)")
-    p.add_argument("--target", default=None, help="which score, e.g. quality, alignment, correspondence")
-    p.add_argument("--annotations", default=None, help="custom CSV/XLSX with a header (instead of --preset)")
-    p.add_argument("--images", default=None, help="folder the custom image names are relative to")
-    p.add_argument("--image-col", default="image", help="custom: image column (default: image)")
-    p.add_argument("--prompt-col", default="prompt", help="custom: prompt column (default: prompt)")
-    p.add_argument("--target-col", default=None, help="custom: score column (default: mos, optional)")
+    _add_data_source_arguments(p)
     p.add_argument("--out", required=True, help="folder for the split files")
     p.add_argument("--n", type=int, default=10, help="number of splits (default: 10)")
     p.add_argument("--ratio", type=float, default=0.8, help="training fraction (default: 0.8)")
