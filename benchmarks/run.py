@@ -354,6 +354,8 @@ def measure(rows: list[Row], eval_images, train_images, prompts, device, repeats
         return images, prompts[:len(images)]
 
     for row in rows:  # warm-up: kernels, allocator, lazy imports (compiled rows: see warm_compiled)
+        if row.warmup_s:  # compiled at the full batch already; a smaller batch would recompile
+            continue
         started = time.perf_counter()
         run_once(row, *inputs(row, warm=True), device)
         row.warmup_s += time.perf_counter() - started
