@@ -244,14 +244,16 @@ def baseline_row(clip, device: torch.device) -> Row:
 
 
 def ours_row(name: str, model, device: torch.device, precision: str = "fp32", cache: str = "cold",
-             cut_padding: bool = True, fused: bool = True, note: str = "") -> Row:
+             cut_padding: bool = True, fused: bool = True, note: str = "", use_autocast: bool = True) -> Row:
+    """`use_autocast` False: a model already cast to the low precision runs without autocast."""
     config = ViewConfig(resize=512, patches=15)
+    amp = (lambda: autocast(device, precision)) if use_autocast else contextlib.nullcontext
 
     def run(images, prompts, clock):
         if cache == "cold":
             model._text_cache.clear()
         elif cache == "warm":
-            with torch.no_grad(), autocast(device, precision):
+            with torch.no_grad(), amp():
                 model.text_features(prompts, cut_padding)
         with clock.section("data"):
             crops, glob = eval_views(images, config, device)
@@ -259,28 +261,31 @@ def ours_row(name: str, model, device: torch.device, precision: str = "fp32", ca
         text = clock.wrap(lambda p: original(p, cut_padding), "text")
         with patched(model, "text_features", text), \
                 patched(model.clip, "encode_image", clock.wrap(model.clip.encode_image, "image")), \
-                torch.no_grad(), autocast(device, precision), \
+                torch.no_grad(), amp(), \
                 (contextlib.nullcontext() if fused else open_clip_as_is(model.clip)):
             scores = model(crops, glob, prompts)
         return scores.float().cpu()
     return Row(name, "eval", run, precision, note)
 
 
-def floor_row(name: str, model, device: torch.device, precision: str, fused: bool = True) -> Row:
+def floor_row(name: str, model, device: torch.device, precision: str, fused: bool = True,
+              use_autocast: bool = True) -> Row:
     """The image encoder alone on the same views, called as the scorer calls it."""
     config = ViewConfig(resize=512, patches=15)
     prepared: dict[int, torch.Tensor] = {}
+    dtype = model.clip.visual.conv1.weight.dtype  # a model cast to bf16 takes bf16 views
 
     def prepare(images):
         if len(images) not in prepared:
             crops, glob = eval_views(images, config, device)
-            prepared[len(images)] = torch.cat([crops, glob[:, None]], dim=1).flatten(0, 1)
+            prepared[len(images)] = torch.cat([crops, glob[:, None]], dim=1).flatten(0, 1).to(dtype)
 
     def run(images, prompts, clock):
         prepare(images)
         views = prepared[len(images)]
         chunk = getattr(model, "image_chunk", None)
-        with clock.section("image"), torch.no_grad(), autocast(device, precision), \
+        with clock.section("image"), torch.no_grad(), \
+                (autocast(device, precision) if use_autocast else contextlib.nullcontext()), \
                 (contextlib.nullcontext() if fused else open_clip_as_is(model.clip)):
             parts = views.split(chunk) if chunk and views.shape[0] > chunk else [views]
             for part in parts:
@@ -528,7 +533,25 @@ def memory_table(results: list[dict]) -> str:
 
 
 # --------------------------------------------------------------------------------------- main
-def build_rows(args, device: torch.device, log) -> list[Row]:
+def run_phase(args, device: str, phase: str) -> list[dict]:
+    """One phase in a fresh Python process (see build_rows); its progress goes to our stderr."""
+    argv = [sys.executable, __file__, "--phase", phase, "--device", device, "--backbone", args.backbone,
+            "--repeats", str(args.repeats), "--batch", str(args.batch), "--train-batch", str(args.train_batch),
+            "--logit-scale", str(args.logit_scale)]
+    for flag, value in (("--threads", args.threads), ("--image-chunk", args.image_chunk), ("--rows", args.rows)):
+        if value is not None:
+            argv += [flag, str(value)]
+    argv += ["--quick"] * args.quick + ["--quiet"] * args.quiet
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"benchmark phase {phase} on {device} failed (exit {proc.returncode})")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
+    """The rows of one phase: 'eval', 'train' or 'compile' (each phase runs in its own process:
+    training leaves the allocator with gigabytes of free heap that later rows would reuse, and
+    compiled code lives on, so the phases do not see each other's state)."""
     from ipce.models.backbone import load_backbone
     from ipce.models.correspondence import CorrespondenceScorer
     from ipce.utils.speed import compile_towers
@@ -557,32 +580,42 @@ def build_rows(args, device: torch.device, log) -> list[Row]:
             floor_row("image encoder alone fp32", model, device, "fp32"),
             floor_row("image encoder alone fp32, open_clip as is", one_call, device, "fp32", fused=False),
             ours_row(f"ours {low} autocast", model, device, precision=low,
-                     note="texts in fp32 (text_autocast False, the default)"),
-            ours_row(f"ours {low} autocast, texts {low} too", _variant(model, text_autocast=True), device,
-                     precision=low),
+                     note="both towers under autocast, similarities in fp32 (the default)"),
+            ours_row(f"ours {low} autocast, texts fp32", _variant(model, text_autocast=False), device,
+                     precision=low, note="text_autocast False"),
             floor_row(f"image encoder alone {low}", model, device, low),
             floor_row(f"image encoder alone {low}, open_clip as is", one_call, device, low, fused=False)]
+    if phase == "eval":  # weights cast to the low precision instead of autocast (copies: eval phase only)
+        low_dtype = torch.bfloat16 if low == "bf16" else torch.float16
+        low_model = copy.deepcopy(model).to(low_dtype)
+        low_image_model = copy.deepcopy(model)
+        low_image_model.clip.visual.to(low_dtype)
+        rows += [ours_row(f"ours {low} weights", low_model, device, precision=low, use_autocast=False,
+                          note="the whole scorer cast to the low precision, no autocast"),
+                 ours_row(f"ours {low} image weights, texts fp32", low_image_model, device, precision=low,
+                          use_autocast=False, note="image tower cast, text tower fp32, no autocast"),
+                 floor_row(f"image encoder alone {low} weights", low_model, device, low, use_autocast=False)]
     if not hasattr(correspondence, "fuse_quick_gelu"):  # older tree: no fused MLP to compare
         rows = [r for r in rows if "unfused" not in r.name and "open_clip as is" not in r.name]
     if args.quick:
-        rows = [r for r in rows if not any(k in r.name for k in ("grouping", "texts " + low, "one call",
+        rows = [r for r in rows if not any(k in r.name for k in ("grouping", "texts fp32", "weights", "one call",
                                                                    "unfused", f"{low}, open_clip"))]
-    if args.compile:
-        compiled = copy.deepcopy(model)
+    if phase == "compile":
+        compiled, train_compiled = copy.deepcopy(model), copy.deepcopy(model)
         compile_towers(compiled)
-        rows += [ours_row("ours fp32 + torch.compile", compiled, device),
-                 ours_row(f"ours {low} autocast + torch.compile", compiled, device, precision=low)]
-    train_model = copy.deepcopy(model)
-    rows += [train_row("train: ours fp32", train_model, device),
-             train_row(f"train: ours {low} autocast", train_model, device, precision=low)]
-    if not args.quick:
-        rows.append(train_row("train: ours fp32, 4 micro-batches", train_model, device, micro=4,
-                              note="gradient accumulation over 4 slices of the batch, one AdamW step"))
-        rows.append(train_row("train: ours fp32, QuickGELU unfused", train_model, device, fused=False))
-    if args.compile:
-        train_compiled = compile_towers(copy.deepcopy(model))
-        rows.append(train_row("train: ours fp32 + torch.compile", train_compiled, device))
-    if args.rows:
+        compile_towers(train_compiled)
+        rows = [rows[0], rows[1],  # the baseline and ours fp32, uncompiled: references only
+                ours_row("ours fp32 + torch.compile", compiled, device),
+                ours_row(f"ours {low} autocast + torch.compile", compiled, device, precision=low),
+                train_row("train: ours fp32 + torch.compile", train_compiled, device)]
+    elif phase == "train":
+        rows = [train_row("train: ours fp32", model, device),
+                train_row(f"train: ours {low} autocast", model, device, precision=low)]
+        if not args.quick:
+            rows.append(train_row("train: ours fp32, 4 micro-batches", model, device, micro=4,
+                                  note="gradient accumulation over 4 slices of the batch, one AdamW step"))
+            rows.append(train_row("train: ours fp32, QuickGELU unfused", model, device, fused=False))
+    if args.rows and phase != "compile":
         keep = re.compile(args.rows)
         rows = [r for r in rows if keep.search(r.name) or r.name.startswith("baseline")]
     return rows
@@ -628,6 +661,7 @@ def main() -> None:
     parser.add_argument("--json", help="write every number here")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--loader-memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["eval", "train", "compile"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.loader_memory_child:
         print(json.dumps(loader_memory_child(args.loader_memory_child)))
@@ -636,8 +670,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     args.repeats = args.repeats or (2 if args.quick else 3)
     args.compile = (not args.quick) if args.compile is None else args.compile
-    batch = args.batch or (4 if args.quick else 16)
-    train_batch = args.train_batch or (2 if args.quick else 16)
+    batch = args.batch = args.batch or (4 if args.quick else 16)
+    train_batch = args.train_batch = args.train_batch or (2 if args.quick else 16)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
 
     def log(message: str) -> None:
@@ -655,24 +689,34 @@ def main() -> None:
     prompts = (PROMPTS * ((max(batch, train_batch) // len(PROMPTS)) + 1))[:max(batch, train_batch)]
     results = {"machine": info, "settings": {"batch": batch, "train_batch": train_batch, "repeats": args.repeats,
                                              "backbone": args.backbone, "compile": args.compile}, "devices": {}}
-    for name in devices:
-        device = torch.device(name)
+    if args.phase:  # a child: one device, one phase; entries as JSON on the last line
+        device = torch.device(devices[0])
         if device.type == "cuda":
             from ipce.utils.speed import cuda_settings
 
             if not torch.cuda.is_available():
                 raise SystemExit("--device cuda: no CUDA device here")
             cuda_settings()
-        log(f"{name}: building rows")
-        rows = build_rows(args, device, log)
+        log(f"{device.type} {args.phase}: building rows")
+        rows = build_rows(args, device, log, args.phase)
         warm_compiled(rows, images[:batch], images[:train_batch], prompts, device, log)
         measure(rows, images[:batch], images[:train_batch], prompts, device, args.repeats, log)
-        entries = summarize(rows, batch, train_batch)
+        print(json.dumps(summarize(rows, batch, train_batch), default=float))
+        return
+    phases = ["eval", "train"] + (["compile"] if args.compile else [])
+    for name in devices:
+        entries = []
+        for phase in phases:
+            got = run_phase(args, name, phase)
+            if phase == "compile":  # its baseline and uncompiled row only served as references
+                got = [e for e in got if "compile" in e["row"]]
+            entries += got
         results["devices"][name] = entries
+        cuda = name == "cuda"
         print(f"## {name}: evaluation (batch {batch}, 15 crops + global view)\n")
-        print(table(entries, "eval", device.type == "cuda"))
+        print(table(entries, "eval", cuda))
         print(f"\n## {name}: training step (batch {train_batch}, 8 crops + global, forward + backward + AdamW)\n")
-        print(table(entries, "train", device.type == "cuda"))
+        print(table(entries, "train", cuda))
         print("\ntargets:\n" + "\n".join(f"- {line}" for line in targets(entries)) + "\n", flush=True)
     if not args.no_memory:
         memory = loader_memory()

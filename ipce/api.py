@@ -153,13 +153,17 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
 def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cpu", resize: int | None = None,
                 patches: int | None = None, combine: str = "mean",
                 prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
-                batch_size: int = 16) -> Scorer:
+                batch_size: int = 16, compile: bool = False, channels_last: bool = False) -> Scorer:
     """A scorer from one checkpoint or several (an ensemble).
 
     `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
     `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
     checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
+    `compile` (torch.compile of both towers) and `channels_last`: ipce.utils.speed; neither
+    changes a score beyond float rounding.
     """
+    from ipce.utils.speed import apply_speed_options
+
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     if not checkpoints:
         raise IpceError("give at least one --checkpoint")
@@ -169,4 +173,6 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     if device == "cuda" and not torch.cuda.is_available():
         raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
     members = [load_member(c, device, resize, patches, p) for c, p in zip(checkpoints, prefixes)]
+    for member in members:
+        apply_speed_options(member.model, compile=compile, channels_last=channels_last)
     return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size)

@@ -16,6 +16,10 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
     p.add_argument("--patches", type=int, default=None, help="number of evaluation crops (default: checkpoint's)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
+                   help="evaluation precision (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last patch embedding (for CUDA)")
     p.add_argument("--out", default=None, help="write image,prompt,score to this CSV")
     p.set_defaults(run=_run_score)
 

@@ -54,6 +54,8 @@ class TrainConfig:
     out: str | None = None
     resume: bool = False
     tensorboard: bool = False
+    compile: bool = False  # torch.compile of both towers (ipce.utils.speed)
+    channels_last: bool = False  # channels-last patch embedding (ipce.utils.speed)
     eval_batch_size: int | None = None
 
     def to_dict(self) -> dict:

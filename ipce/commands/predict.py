@@ -47,7 +47,9 @@ def add_model_arguments(p: argparse.ArgumentParser, checkpoint_help: str | None 
     p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
-                   help="autocast precision (default: fp32)")
+                   help="evaluation precision (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last patch embedding (for CUDA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -319,7 +321,7 @@ def predict_command(args: argparse.Namespace) -> int:
     device = _resolve_device(args.device)
     scorer = load_scorer(args.checkpoint, device=device, resize=args.resize, patches=args.patches,
                          combine=args.combine, prompt_prefix=_prefixes(args), precision=args.precision,
-                         batch_size=args.batch_size)
+                         batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last)
     _check_generators(scorer, records)
     models = ", ".join(f"{c} ({m.views.resize} px, {m.views.patches} crops"
                        f"{', generator prefix' if m.prompt_prefix == 'generator' else ''})"

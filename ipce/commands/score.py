@@ -30,7 +30,8 @@ def score_command(args) -> int:
     for image in args.images:
         if not Path(image).is_file():
             raise IpceError(f"{image}: no such image file")
-    scorer = load_scorer(args.checkpoint, device=args.device, resize=args.resize, patches=args.patches)
+    scorer = load_scorer(args.checkpoint, device=args.device, resize=args.resize, patches=args.patches,
+                         precision=args.precision, compile=args.compile, channels_last=args.channels_last)
     scores = scorer.score(args.images, args.prompt)
     width = max(len(str(i)) for i in args.images)
     print(f"{'image':<{width}}  score (0-5)")

@@ -63,17 +63,21 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     run.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     run.add_argument("--tensorboard", action="store_true", default=None)
+    run.add_argument("--compile", action="store_true", default=None,
+                     help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    run.add_argument("--channels-last", action="store_true", default=None,
+                     help="channels-last patch embedding (for CUDA)")
 
 
 SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "prompt_prefix",
             "skip_bad", "backbone", "weights", "resize", "train_patches", "eval_patches", "flip", "epochs", "batch_size", "lr",
             "weight_decay", "accumulate", "precision", "grad_checkpointing", "protocol", "splits", "n_splits",
-            "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard"]
+            "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard", "compile", "channels_last"]
 
 
 def config_from_args(args: argparse.Namespace):
     """The config of the flags; with --resume, the saved config of the run in --out (only
-    --device and --workers may change on resume)."""
+    --device, --workers and the speed flags may change on resume)."""
     import json
     from pathlib import Path
 
@@ -83,7 +87,8 @@ def config_from_args(args: argparse.Namespace):
     if args.resume and args.out and saved_path.is_file():
         saved = json.loads(saved_path.read_text())
         saved_preset = saved.pop("preset")
-        saved.update({k: overrides[k] for k in ("device", "workers") if overrides[k] is not None})
+        saved.update({k: overrides[k] for k in ("device", "workers", "compile", "channels_last")
+                      if overrides[k] is not None})
         saved.update(resume=True, out=args.out)
         return make_config(None if saved_preset == "custom" else saved_preset, **saved)
     return make_config(preset, **overrides)

@@ -27,6 +27,7 @@ from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.utils.checkpoint import atomic_path, save_checkpoint
+from ipce.utils.speed import apply_speed_options
 
 
 # ---------------------------------------------------------------------------- schedule
@@ -252,6 +253,7 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
     train_set = ViewDataset(train_records,
                             ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip),
                             config.prompt_prefix, seed=config.seed + k)
+    apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)  # before DDP wraps it
     net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
         if world > 1 else model
     per_rank = max(1, config.batch_size // world // config.accumulate)
@@ -324,6 +326,7 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
         from ipce.utils.checkpoint import load_checkpoint
 
         best_model, _ = load_checkpoint(best_path, device)
+        apply_speed_options(best_model, compile=config.compile, channels_last=config.channels_last)
         test_records = [records[i] for i in split.test]
         order, pred, test_metrics = evaluate_model(best_model, test_records, config, device, desc=f"split {k} test")
         result = {"split": k, "epoch": best["epoch"], "val_main": best["main"], **test_metrics}

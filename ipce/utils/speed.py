@@ -37,6 +37,17 @@ def use_channels_last(model: CorrespondenceScorer) -> CorrespondenceScorer:
     return model
 
 
+def apply_speed_options(model: CorrespondenceScorer, compile: bool = False,
+                        channels_last: bool = False) -> CorrespondenceScorer:
+    """The `--compile` and `--channels-last` flags of `ipce train`, `predict` and `score`, in
+    place. Channels-last first, so that the compiled code is traced with the final layout."""
+    if channels_last:
+        use_channels_last(model)
+    if compile:
+        compile_towers(model)
+    return model
+
+
 def cuda_settings(tf32: bool = False) -> None:
     """cuDNN autotuning for the fixed-size patch embedding; TF32 matmuls only when asked
     (TF32 is not fp32: about 1e-3 relative error in features)."""
