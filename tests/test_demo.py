@@ -12,6 +12,13 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     for key in ("srcc", "plcc", "pair_accuracy", "seconds"):
         assert key in summary and math.isfinite(summary[key]), key
     assert 0 <= summary["pair_accuracy"] <= 1 and summary["seconds"] > 0 and summary["quick"] is True
+    by_altered = summary["pair_accuracy_by_altered"]
+    assert by_altered and set(by_altered) <= {"colour", "shape", "count", "background"}
+    # the fine-tuning started from the pretraining stand-in's weights, not from random ones
+    pretrained = list((out / "pretrained").glob("tiny-*.safetensors"))
+    assert len(pretrained) == 1
+    config = json.loads((out / "run" / "config.json").read_text())
+    assert config["weights"] == str(pretrained[0])
     run = out / "run" / "split1"
     assert (run / "best.safetensors").is_file() and (run / "scatter.png").stat().st_size > 1000
     assert (run / "learning_curves.png").stat().st_size > 1000
@@ -21,6 +28,6 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert "pair accuracy" in printed and "mean ± std" in printed
     # the generated data is cached: a second run reuses it
     data = out / "data-quick" / "annotations.csv"
-    stamp = data.stat().st_mtime_ns
+    stamps = data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
-    assert data.stat().st_mtime_ns == stamp
+    assert (data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns) == stamps

@@ -97,7 +97,7 @@ def preflight(config: TrainConfig):
     except DataError as err:
         problems.append(str(err))
     is_random = config.backbone in TINY_CONFIGS or config.backbone.startswith(RANDOM_PREFIX)
-    if not is_random:
+    if config.weights or not is_random:
         try:
             if config.weights:
                 if not Path(config.weights).is_file():

@@ -198,15 +198,17 @@ def clip_from_state_dict(state: dict[str, torch.Tensor], config: dict | None = N
 def load_backbone(name: str, weights: str | Path | None = None) -> tuple[torch.nn.Module, dict, str]:
     """(model, config, description) for a backbone name.
 
-    ``tiny`` and ``random:<name>`` are random weights; other names need a local weight file,
-    given or found in the caches. OpenAI weights use QuickGELU.
+    ``tiny`` and ``random:<name>`` are random weights unless a weight file is given (the
+    demo's pretrained tiny model); other names need a local weight file, given or found in the
+    caches. OpenAI weights use QuickGELU.
     """
-    if name.startswith(RANDOM_PREFIX) or name in TINY_CONFIGS:
-        base = name.removeprefix(RANDOM_PREFIX)
+    random = name.startswith(RANDOM_PREFIX) or name in TINY_CONFIGS
+    base = name.removeprefix(RANDOM_PREFIX)
+    if random and not weights:
         torch_config = model_config(base)
         return build_clip(torch_config, quick_gelu=True), torch_config, f"{base} (random weights)"
     path = Path(weights) if weights else find_weights(name)
     state = read_state_dict(path)
-    config = model_config(name)
+    config = model_config(base)
     model, config = clip_from_state_dict(state, config, quick_gelu=True, source=path)
-    return model, config, f"{name} ({path})"
+    return model, config, f"{base} ({path})"
