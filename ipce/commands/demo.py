@@ -18,9 +18,9 @@ import numpy as np
 # The demo's recipe. The tiny model is barely pretrained, so it needs a far higher learning
 # rate than fine-tuning a real CLIP (5e-6). Fewer crops and resizing the shorter side to 224
 # (not 512) keep it quick; the demo's pictures are simple enough that 224 px shows them whole.
-FULL = {"n": 600, "pretrain_steps": 800, "epochs": 5, "lr": 1e-4, "train_patches": 2, "eval_patches": 4,
+FULL = {"backbone": "tiny", "n": 600, "pretrain_steps": 800, "epochs": 5, "lr": 1e-4, "train_patches": 2, "eval_patches": 4,
         "batch_size": 16, "resize": 224}
-QUICK = {"n": 160, "pretrain_steps": 60, "epochs": 2, "lr": 1e-4, "train_patches": 2, "eval_patches": 2,
+QUICK = {"backbone": "tiny", "n": 160, "pretrain_steps": 60, "epochs": 2, "lr": 1e-4, "train_patches": 2, "eval_patches": 2,
          "batch_size": 16, "resize": 224}
 PAIRS_SHOWN = 8
 
@@ -35,17 +35,18 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str) -> Path:
     from ipce.utils.checkpoint import save_checkpoint
 
     config = PretrainConfig(steps=recipe["pretrain_steps"], seed=0)
-    key = hashlib.sha256(json.dumps({**config.to_dict(), "precision": precision}, sort_keys=True).encode())
-    path = out / "pretrained" / f"tiny-{key.hexdigest()[:12]}.safetensors"
+    key = hashlib.sha256(json.dumps({**config.to_dict(), "precision": precision, "backbone": recipe["backbone"]},
+                                    sort_keys=True).encode())
+    path = out / "pretrained" / f"{recipe['backbone']}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():
         print(f"ipce demo: pretrained tiny CLIP cached in {path}")
         return path
     print(f"ipce demo: pretraining the tiny CLIP for {config.steps} steps on rendered captioned pictures")
     torch.manual_seed(config.seed)
-    clip, model_config, _ = load_backbone("tiny")
+    clip, model_config, _ = load_backbone(recipe["backbone"])
     model = CorrespondenceScorer(clip)
     history = pretrain(model, config, precision)
-    save_checkpoint(path, model, {"model_config": model_config, "backbone": "tiny",
+    save_checkpoint(path, model, {"model_config": model_config, "backbone": recipe["backbone"],
                                   "pretrain": config.to_dict(), "history": history})
     return path
 
@@ -55,7 +56,7 @@ def demo_config(out: Path, recipe: dict, annotations: Path, weights: Path, worke
 
     return make_config(
         None, annotations=str(annotations), images=str(annotations.parent / "images"),
-        backbone="tiny", weights=str(weights), epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
+        backbone=recipe["backbone"], weights=str(weights), epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
         train_patches=recipe["train_patches"], eval_patches=recipe["eval_patches"], resize=recipe["resize"],
         precision=precision, workers=workers, splits=[1], out=str(out / "run"), seed=0,
     )

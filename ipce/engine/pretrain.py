@@ -37,6 +37,7 @@ class PretrainConfig:
     weight_decay: float = 0.1
     size: int = 224  # pictures are squeezed to the model's input size, as the global view is
     pool: int = 1000  # pictures rendered once and drawn from at every step (rendering is slow)
+    degrade_rate: float = 0.5  # share of pool pictures given a quality defect
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -113,7 +114,7 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     device = torch.device(device)
     model.to(device).train()
     rng = np.random.default_rng(config.seed)
-    pool, attrs = render_pool(config.pool, config.size, rng)
+    pool, attrs = render_pool(config.pool, config.size, rng, config.degrade_rate)
     # The token embedding (49408 x 128: 90 % of the tiny model's weights) stays as drawn: random
     # vectors already tell the words apart, and its dense AdamW update was ~7x the rest's cost.
     embedding = model.clip.token_embedding.weight
