@@ -143,16 +143,13 @@ def test_bf16_precision_of_the_scorer_stays_close_to_fp32():
 def test_normalized_tensor_matches_the_textbook_formula():
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
-    expected = (torch.from_numpy(pixels).permute(2, 0, 1).float() / 255
-                - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
     for mode in ("RGB", "RGBA", "L"):
         image = Image.fromarray(pixels).convert(mode)
         ours = to_normalized_tensor(image)
-        reference = expected if mode != "L" else None
-        if reference is None:  # gray: the RGB conversion of the gray image
-            rgb = np.asarray(image.convert("RGB"))
-            reference = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
-                         - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+        rgb = np.asarray(image.convert("RGB"))  # RGB/RGBA: the pixels themselves; gray: its RGB conversion
+        assert mode == "L" or np.array_equal(rgb, pixels)
+        reference = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
+                     - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
         assert ours.shape == (3, 37, 53) and ours.dtype == torch.float32 and ours.is_contiguous()
         assert torch.allclose(ours, reference, atol=1e-6)
 

@@ -24,10 +24,11 @@ def test_batches_pair_every_picture_with_an_altered_prompt():
         assert sum(x != y for x, y in zip(a.split(), p.split())) <= 2
     # the picture of each prompt is in the pool: its pixels, normalized as the views are
     from ipce.datasets.synthetic import prompt_text
-    from ipce.datasets.views import _SCALE, _SHIFT
+    from ipce.datasets.views import CLIP_MEAN, CLIP_STD
 
     index = [prompt_text(a) for a in attrs].index(prompts[0])
-    assert torch.allclose(pictures[0], pool[index].float() * _SCALE + _SHIFT)
+    mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
+    assert torch.allclose(pictures[0], (pool[index].float() / 255 - mean) / std, atol=1e-6)
 
 
 def test_swap_loss_labels_own_prompt_perfectly_and_altered_badly():

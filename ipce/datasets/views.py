@@ -50,7 +50,13 @@ def to_normalized_tensor(image: Image.Image) -> torch.Tensor:
     if image.mode != "RGB":
         image = image.convert("RGB")
     pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # [H, W, 3]
-    tensor = pixels.permute(2, 0, 1).to(torch.float32, memory_format=torch.contiguous_format)
+    return normalize_pixels(pixels.permute(2, 0, 1))
+
+
+def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
+    """8-bit channel-first pixels [..., 3, H, W] -> a new contiguous float32 tensor normalized
+    with CLIP's mean and std (one multiply-add)."""
+    tensor = pixels.to(torch.float32, memory_format=torch.contiguous_format)
     return tensor.mul_(_SCALE).add_(_SHIFT)
 
 

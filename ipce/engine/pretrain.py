@@ -72,10 +72,10 @@ def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random
     """A batch from the pool: normalized pictures, their prompts and, for each, a prompt that
     differs in one attribute (colour, shape, count or background; drawn afresh every time)."""
     from ipce.datasets.synthetic import MISALIGN_KINDS, _alter, prompt_text
-    from ipce.datasets.views import _SCALE, _SHIFT
+    from ipce.datasets.views import normalize_pixels
 
     chosen = rng.choice(len(attrs), size=batch, replace=False)
-    pictures = pool[torch.from_numpy(chosen)].float().mul_(_SCALE).add_(_SHIFT)
+    pictures = normalize_pixels(pool[torch.from_numpy(chosen)])
     prompts = [prompt_text(attrs[i]) for i in chosen]
     kinds = rng.integers(len(MISALIGN_KINDS), size=batch)
     altered = [prompt_text(_alter(attrs[i], MISALIGN_KINDS[k], rng)) for i, k in zip(chosen, kinds)]
@@ -118,6 +118,7 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     # The token embedding (49408 x 128: 90 % of the tiny model's weights) stays as drawn: random
     # vectors already tell the words apart, and its dense AdamW update was ~7x the rest's cost.
     embedding = model.clip.token_embedding.weight
+    trainable = embedding.requires_grad
     embedding.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -136,6 +137,6 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
             window = []
             log(f"pretrain step {step}/{config.steps}: contrastive {mean['contrastive']:.3f}  "
                 f"swap {mean['swap']:.3f}  ({time.perf_counter() - started:.0f} s)")
-    embedding.requires_grad_(True)
+    embedding.requires_grad_(trainable)
     model.eval()
     return history
