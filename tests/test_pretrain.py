@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ipce.engine.pretrain import PretrainConfig, draw_batch, pretrain, pretrain_loss, render_pool
+from ipce.datasets.synthetic import prompt_text
+from ipce.engine.pretrain import (LOOK_WORDS, PretrainConfig, caption, draw_batch, draw_pictures, look_index,
+                                  look_texts, pretrain, pretrain_loss, render_pool, squeeze)
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.utils.checkpoint import save_checkpoint
@@ -12,45 +14,97 @@ from tests.conftest import make_tiny_scorer
 
 
 def test_batches_pair_every_picture_with_an_altered_prompt():
-    pool, attrs = render_pool(12, 224, np.random.default_rng(0))
-    assert pool.shape == (12, 3, 224, 224) and pool.dtype == torch.uint8
-    again, attrs2 = render_pool(12, 224, np.random.default_rng(0))
+    pool, attrs = render_pool(40, 224, np.random.default_rng(0))
+    assert pool.shape == (40, 3, 224, 224) and pool.dtype == torch.uint8
+    again, attrs2 = render_pool(40, 224, np.random.default_rng(0))
     assert torch.equal(pool, again) and attrs == attrs2
-    pictures, prompts, altered = draw_batch(pool, attrs, 8, np.random.default_rng(1))
-    assert pictures.shape == (8, 3, 224, 224) and pictures.dtype == torch.float32
-    assert all(a != p for a, p in zip(altered, prompts))
+    batch = draw_batch(pool, attrs, 8, np.random.default_rng(1), group=1)
+    assert batch.pictures.shape == (8, 3, 224, 224) and batch.pictures.dtype == torch.float32
+    assert all(a != p for a, p in zip(batch.altered, batch.prompts))
     # one attribute differs: the prompts share all but at most two words (count + plural)
-    for a, p in zip(altered, prompts):
+    for a, p in zip(batch.altered, batch.prompts):
         assert sum(x != y for x, y in zip(a.split(), p.split())) <= 2
     # the picture of each prompt is in the pool: its pixels, normalized as the views are
-    from ipce.datasets.synthetic import prompt_text
     from ipce.datasets.views import CLIP_MEAN, CLIP_STD
 
-    index = [prompt_text(a) for a in attrs].index(prompts[0])
+    index = [caption(a) for a in attrs].index(batch.captions[0])
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
-    assert torch.allclose(pictures[0], (pool[index].float() / 255 - mean) / std, atol=1e-6)
+    assert torch.allclose(batch.pictures[0], (pool[index].float() / 255 - mean) / std, atol=1e-6)
 
 
-def test_swap_loss_labels_own_prompt_perfectly_and_altered_badly():
-    model = make_tiny_scorer().train()
-    pool, attrs = render_pool(4, 224, np.random.default_rng(1))
-    pictures, prompts, altered = draw_batch(pool, attrs, 4, np.random.default_rng(2))
-    _, parts = pretrain_loss(model, pictures, prompts, altered)
-    # hand-computed: own prompts (first half) -> last level, altered (second half) -> first level
+def test_captions_say_how_degraded_pictures_look():
+    _, attrs = render_pool(40, 224, np.random.default_rng(0), degrade_rate=0.5)
+    clean = [a for a in attrs if a["look"] is None]
+    degraded = [a for a in attrs if a["look"] is not None]
+    assert clean and degraded
+    for a in clean:
+        assert caption(a) == prompt_text(a) and look_index(a["look"]) == 0
+    for a in degraded:
+        kind, severity = a["look"]
+        text = look_texts()[look_index(a["look"])]
+        assert LOOK_WORDS[kind] in text and ("very" in text) == (severity >= 0.5)
+        assert caption(a) == f"{text} of {prompt_text(a)}"
+        assert caption(a, quality=False) == prompt_text(a)
+    assert len(set(look_texts())) == len(look_texts()) == 1 + 2 * len(LOOK_WORDS)
+
+
+def test_pool_pictures_are_squeezed_as_the_global_view_is():
+    from ipce.datasets.views import global_view, normalize_pixels, to_normalized_tensor
+    from tests.conftest import random_image
+
+    picture = random_image(413, 287, seed=4)
+    expected = global_view(to_normalized_tensor(picture))
+    got = normalize_pixels(squeeze(picture, 224))
+    assert got.shape == expected.shape
+    # equal up to rounding the resized pixels to 8 bits (half a grey level over CLIP's std)
+    assert (got - expected).abs().max() < 0.51 / 255 / 0.26
+
+
+def test_groups_share_colour_and_background():
+    _, attrs = render_pool(400, 224, np.random.default_rng(0))
+    chosen = draw_pictures(attrs, 16, np.random.default_rng(3), group=4)
+    assert len(set(chosen.tolist())) == 16
+    for run in chosen.reshape(4, 4):
+        assert len({(attrs[i]["colour"], attrs[i]["background"]) for i in run}) == 1
+    # independent draws: not all runs alike
+    free = draw_pictures(attrs, 16, np.random.default_rng(3), group=1).reshape(4, 4)
+    assert any(len({(attrs[i]["colour"], attrs[i]["background"]) for i in run}) > 1 for run in free)
+
+
+def _hand_losses(model, batch, swapped):
+    """The swap and look losses computed directly from their definitions."""
     with torch.no_grad():
-        image = torch.nn.functional.normalize(model.clip.encode_image(pictures), dim=-1)
-        texts = model.text_features(prompts[:2] + altered[2:])
-        logits = model.clip.logit_scale.exp() * torch.einsum("bd,bkd->bk", image, texts)
-        expected = torch.nn.functional.cross_entropy(logits, torch.tensor([4, 4, 0, 0]))
-    assert abs(parts["swap"] - expected.item()) < 1e-5
+        image = torch.nn.functional.normalize(model.clip.encode_image(batch.pictures), dim=-1)
+        scale = model.clip.logit_scale.exp()
+        half = swapped // 2
+        texts = model.text_features(batch.prompts[:half] + batch.altered[half:swapped])
+        logits = scale * torch.einsum("bd,bkd->bk", image[:swapped], texts)
+        terms = [torch.nn.functional.cross_entropy(logits[i], torch.tensor(4 if i < half else 0))
+                 for i in range(swapped) if not (i < half and batch.looks[i] > 0)]
+        looks = torch.nn.functional.normalize(model.encode_tokens(model.tokenizer(look_texts())), dim=-1)
+        look = torch.nn.functional.cross_entropy(scale * image @ looks.T, batch.looks)
+    return torch.stack(terms).mean().item(), look.item()
 
 
-def test_pretraining_lowers_both_losses():
+def test_swap_loss_labels_clean_own_prompts_perfectly_and_altered_badly():
+    model = make_tiny_scorer().train()
+    pool, attrs = render_pool(40, 224, np.random.default_rng(1), degrade_rate=0.5)
+    batch = draw_batch(pool, attrs, 12, np.random.default_rng(2))
+    # the first half has a degraded picture (left out of the swap loss) and a clean one
+    assert (batch.looks[:6] > 0).any() and (batch.looks[:6] == 0).any()
+    for swapped in (12, 8):
+        _, parts = pretrain_loss(model, batch, swap_pictures=swapped if swapped < 12 else 0)
+        swap, look = _hand_losses(model, batch, swapped)
+        assert abs(parts["swap"] - swap) < 1e-5 and abs(parts["look"] - look) < 1e-5
+
+
+def test_pretraining_lowers_its_losses():
     model = make_tiny_scorer()
     history = pretrain(model, PretrainConfig(steps=100, batch=16, pool=64, seed=0), log=lambda _: None)
     first, last = history[0], history[-1]
     assert last["contrastive"] < first["contrastive"] - 0.3
     assert last["swap"] < first["swap"]
+    assert last["look"] < first["look"]
 
 
 def test_tiny_backbone_loads_pretrained_weights(tmp_path):

@@ -125,3 +125,15 @@ def test_scripts_run_as_programs():
         assert done.returncode == 0
         for flag in ("--checkpoint", "--data-root", "--combine", "--prompt-prefix", "--precision"):
             assert flag in done.stdout
+
+
+def test_backbone_names_in_the_readme_of_a_submission():
+    from ipce.engine.submission import backbone_name
+    from ipce.models.backbone import TINY_CONFIGS
+
+    assert backbone_name({"backbone": "random:tiny"}) == "tiny"
+    vit = {"width": 768, "layers": 12, "patch_size": 32, "image_size": 224}
+    assert backbone_name({"model_config": {"vision_cfg": vit}}) == "ViT-B/32"
+    # a ResNet tower's stages come back from JSON as a list
+    resnet = {**TINY_CONFIGS["tiny-resnet"]["vision_cfg"], "layers": [1, 1, 1, 1]}
+    assert backbone_name({"model_config": {"vision_cfg": resnet}}) == "ResNet (width 8, blocks 1-1-1-1)"

@@ -18,11 +18,12 @@ import numpy as np
 # The demo's recipe. The tiny model is barely pretrained, so it needs a far higher learning
 # rate than fine-tuning a real CLIP (5e-6). Fewer crops and resizing the shorter side to 224
 # (not 512) keep it quick; the demo's pictures are simple enough that 224 px shows them whole.
-FULL = {"backbone": "tiny", "n": 600, "pretrain_steps": 800, "epochs": 5, "lr": 1e-4, "train_patches": 2, "eval_patches": 4,
+FULL = {"backbone": "tiny-resnet", "n": 600, "pretrain_steps": 500, "epochs": 5, "lr": 1e-4, "train_patches": 2, "eval_patches": 4,
         "batch_size": 16, "resize": 224}
-QUICK = {"backbone": "tiny", "n": 160, "pretrain_steps": 60, "epochs": 2, "lr": 1e-4, "train_patches": 2, "eval_patches": 2,
+QUICK = {"backbone": "tiny-resnet", "n": 160, "pretrain_steps": 60, "epochs": 2, "lr": 1e-4, "train_patches": 2, "eval_patches": 2,
          "batch_size": 16, "resize": 224}
 PAIRS_SHOWN = 8
+PRETRAIN_VERSION = 2  # part of the cache key of the pretrained weights: bump when pretraining changes
 
 
 def pretrained_tiny(out: Path, recipe: dict, precision: str) -> Path:
@@ -35,7 +36,8 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str) -> Path:
     from ipce.utils.checkpoint import save_checkpoint
 
     config = PretrainConfig(steps=recipe["pretrain_steps"], seed=0)
-    key = hashlib.sha256(json.dumps({**config.to_dict(), "precision": precision, "backbone": recipe["backbone"]},
+    key = hashlib.sha256(json.dumps({**config.to_dict(), "precision": precision, "backbone": recipe["backbone"],
+                                     "version": PRETRAIN_VERSION},
                                     sort_keys=True).encode())
     path = out / "pretrained" / f"{recipe['backbone']}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():

@@ -1,21 +1,27 @@
-"""A one-minute stand-in for CLIP's web pretraining, for the demo's tiny model.
+"""A two-minute stand-in for CLIP's web pretraining, for the demo's tiny model.
 
 The paper fine-tunes a CLIP that has seen 400 million captioned images: it already knows
-which words go with which pictures. A tiny CLIP from random weights knows nothing; its image
-features of any two pictures start with a cosine of ~0.99, and MOS regression alone does not
-teach it in a few hundred steps that "red" goes with red (the demo then reached a pair
-accuracy of 51 %). So the demo first pretrains it, on freshly rendered clean pictures of the
-synthetic grammar (never the demo's MOS images), with two losses:
+which words go with which pictures, and what "blurry" looks like. A tiny CLIP from random
+weights knows nothing; its image features of any two pictures start with a cosine of ~0.99,
+and MOS regression alone does not teach it in a few hundred steps that "red" goes with red
+(the demo then reached a pair accuracy of 51 %). So the demo first pretrains it on a pool of
+freshly rendered pictures of the synthetic grammar (never the demo's MOS images), half of
+them degraded, with three losses:
 
-* CLIP's symmetric contrastive loss between pictures and their bare prompts (which words go
-  with which pictures);
-* a prompt-swap loss on the method's own five level texts: half the batch against its own
-  prompt, labelled "perfectly", half against a prompt altered in one attribute, labelled
+* CLIP's symmetric contrastive loss between pictures and their captions: the prompt, and for
+  a degraded picture how it looks ("a very blurry picture of two red circles on a blue
+  background"), as web captions sometimes say. Batches come in runs of pictures that share
+  colour and background, so that shape and count must be told apart too;
+* a look loss: each picture against nine short texts of how pictures look ("a picture",
+  "a slightly grainy picture", ...), which CLIP learns from the web and a ViT with 32-px
+  patches does not see by itself;
+* a prompt-swap loss on the method's own five level texts: clean pictures against their own
+  prompt, labelled "perfectly", pictures against a prompt altered in one attribute, labelled
   "badly" (cross-entropy over the five levels). This teaches what the level words mean; the
   contrastive loss alone left "badly matches X" and "perfectly matches X" indistinguishable.
 
-No MOS, no quality defect and no image of the demo's dataset is used here: quality is left
-entirely to the fine-tuning with the paper's protocol.
+No MOS is used here, and no level is given to a degraded picture of its own prompt: how much
+a defect costs is left to the fine-tuning with the paper's protocol.
 """
 from __future__ import annotations
 
@@ -38,6 +44,11 @@ class PretrainConfig:
     size: int = 224  # pictures are squeezed to the model's input size, as the global view is
     pool: int = 1000  # pictures rendered once and drawn from at every step (rendering is slow)
     degrade_rate: float = 0.5  # share of pool pictures given a quality defect
+    quality_captions: bool = True  # captions of degraded pictures say how they look
+    swap_clean_only: bool = True  # the prompt-swap loss sees only clean pictures
+    look_loss: bool = True  # each picture against the texts of how pictures look
+    group: int = 4  # pictures per batch that share colour and background (1: drawn independently)
+    swap_pictures: int = 0  # pictures of each batch in the prompt-swap loss (0: all); its 5 texts each are most of a step
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -47,63 +58,144 @@ class PretrainConfig:
 def render_pool(count: int, size: int, rng: np.random.Generator, degrade_rate: float = 0.5):
     """`count` pictures as uint8 [count, 3, size, size] and the attributes of their prompts.
 
-    Like web pictures, they vary in aspect ratio and quality: drawn at sides of 1 to 2 times
-    `size`, some blurred, noisy, JPEG-compressed or flat (a random defect and severity), then
-    squeezed to size x size as the scorer's global view is. The caption stays true either way:
-    what a picture shows does not depend on how good it looks."""
-    from PIL import Image
+    Drawn at the sizes the synthetic dataset draws, some blurred, noisy, JPEG-compressed or
+    flat (a random defect and severity, recorded as ``attrs[i]["look"]``), then squeezed to
+    size x size exactly as the scorer's global view is (bilinear, no antialiasing)."""
+    from ipce.datasets.synthetic import QUALITY_KINDS, SyntheticConfig, _size, degrade, make_prompt, render
 
-    from ipce.datasets.synthetic import QUALITY_KINDS, degrade, make_prompt, render
-
+    sizes = SyntheticConfig()
     pictures, attrs = torch.empty((count, 3, size, size), dtype=torch.uint8), []
     for i in range(count):
         _, drawn = make_prompt(rng)
-        width, height = (int(side) for side in rng.integers(size, 2 * size + 1, size=2))
-        picture = render(drawn, (width, height), rng)
+        picture = render(drawn, _size(sizes, rng), rng)
+        drawn = {**drawn, "look": None}
         if rng.random() < degrade_rate:
-            picture, _ = degrade(picture, QUALITY_KINDS[rng.integers(len(QUALITY_KINDS))], float(rng.random()), rng)
-        pixels = np.asarray(picture.convert("RGB").resize((size, size), Image.BILINEAR))
-        pictures[i] = torch.from_numpy(pixels.copy()).permute(2, 0, 1)
+            kind, severity = QUALITY_KINDS[rng.integers(len(QUALITY_KINDS))], float(rng.random())
+            picture, _ = degrade(picture, kind, severity, rng)
+            drawn["look"] = (kind, severity)
+        pictures[i] = squeeze(picture, size)
         attrs.append(drawn)
     return pictures, attrs
 
 
-def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random.Generator):
-    """A batch from the pool: normalized pictures, their prompts and, for each, a prompt that
-    differs in one attribute (colour, shape, count or background; drawn afresh every time)."""
+def squeeze(picture, size: int) -> torch.Tensor:
+    """An RGB picture as uint8 [3, size, size], resized as the scorer's global view is resized
+    (bilinear, align_corners=False, no antialiasing: resizing commutes with normalizing)."""
+    pixels = torch.from_numpy(np.asarray(picture.convert("RGB")).copy()).permute(2, 0, 1)
+    squeezed = F.interpolate(pixels[None].float(), size=(size, size), mode="bilinear", align_corners=False)
+    return squeezed[0].round().clamp(0, 255).to(torch.uint8)
+
+
+LOOK_WORDS = {"blur": "blurry", "noise": "grainy", "jpeg": "blocky", "contrast": "washed-out"}
+
+
+def look_texts() -> list[str]:
+    """How a picture looks, in words: "a picture", then "a slightly blurry picture", ... """
+    return ["a picture"] + [f"a {adverb} {word} picture" for word in LOOK_WORDS.values()
+                            for adverb in ("slightly", "very")]
+
+
+def look_index(look) -> int:
+    """The index in look_texts() of a pool picture's look (None: clean)."""
+    if look is None:
+        return 0
+    kind, severity = look
+    return 1 + 2 * list(LOOK_WORDS).index(kind) + int(severity >= 0.5)
+
+
+def caption(attrs: dict, quality: bool = True) -> str:
+    """The caption of a pool picture: its prompt, and for a degraded one how it looks, as web
+    captions sometimes say ("a very blurry picture of two red circles on a blue background")."""
+    from ipce.datasets.synthetic import prompt_text
+
+    prompt = prompt_text(attrs)
+    look = attrs.get("look")
+    if not quality or look is None:
+        return prompt
+    kind, severity = look
+    return f"a {'slightly' if severity < 0.5 else 'very'} {LOOK_WORDS[kind]} picture of {prompt}"
+
+
+@dataclass
+class Batch:
+    pictures: torch.Tensor  # normalized, [B, 3, size, size]
+    captions: list[str]  # for the contrastive loss
+    prompts: list[str]  # bare prompts: the first half's own, for the prompt-swap loss
+    altered: list[str]  # each prompt altered in one attribute: the second half's, for the swap loss
+    looks: torch.Tensor  # long [B]: look_index of each picture (0: clean)
+
+
+def draw_pictures(attrs: list[dict], batch: int, rng: np.random.Generator, group: int = 1) -> np.ndarray:
+    """Indices of `batch` distinct pool pictures, in runs of `group` that share colour and
+    background: told apart only by shape and count, which the contrastive loss would otherwise
+    never need (colour and background alone nearly name a random caption)."""
+    if group <= 1:
+        return rng.choice(len(attrs), size=batch, replace=False)
+    alike: dict[tuple, list[int]] = {}
+    for i, a in enumerate(attrs):
+        alike.setdefault((a["colour"], a["background"]), []).append(i)
+    combos = list(alike.values())
+    chosen: list[int] = []
+    for c in rng.permutation(len(combos)):  # a pool too small for full runs gives shorter ones
+        take = min(group, batch - len(chosen), len(combos[c]))
+        chosen.extend(int(i) for i in rng.choice(combos[c], size=take, replace=False))
+        if len(chosen) == batch:
+            return np.asarray(chosen)
+    raise ValueError(f"a pool of {len(attrs)} pictures is too small for batches of {batch}")
+
+
+def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random.Generator,
+               quality_captions: bool = True, group: int = 1) -> Batch:
+    """A batch from the pool: normalized pictures, their captions and prompts and, for each, a
+    prompt that differs in one attribute (colour, shape, count or background; drawn afresh)."""
     from ipce.datasets.synthetic import MISALIGN_KINDS, _alter, prompt_text
     from ipce.datasets.views import normalize_pixels
 
-    chosen = rng.choice(len(attrs), size=batch, replace=False)
-    pictures = normalize_pixels(pool[torch.from_numpy(chosen)])
-    prompts = [prompt_text(attrs[i]) for i in chosen]
+    chosen = draw_pictures(attrs, batch, rng, group)
     kinds = rng.integers(len(MISALIGN_KINDS), size=batch)
-    altered = [prompt_text(_alter(attrs[i], MISALIGN_KINDS[k], rng)) for i, k in zip(chosen, kinds)]
-    return pictures, prompts, altered
+    return Batch(
+        pictures=normalize_pixels(pool[torch.from_numpy(chosen)]),
+        captions=[caption(attrs[i], quality_captions) for i in chosen],
+        prompts=[prompt_text(attrs[i]) for i in chosen],
+        altered=[prompt_text(_alter(attrs[i], MISALIGN_KINDS[k], rng)) for i, k in zip(chosen, kinds)],
+        looks=torch.tensor([look_index(attrs[i].get("look")) for i in chosen]),
+    )
 
 
-def pretrain_loss(model: CorrespondenceScorer, pictures: torch.Tensor, prompts: list[str],
-                  altered: list[str]) -> tuple[torch.Tensor, dict]:
+def pretrain_loss(model: CorrespondenceScorer, batch: Batch, swap_clean_only: bool = True,
+                  look_loss: bool = True, swap_pictures: int = 0) -> tuple[torch.Tensor, dict]:
     """Contrastive loss + prompt-swap loss (module docstring) of one batch."""
     clip = model.clip
+    device = batch.pictures.device
     scale = clip.logit_scale.exp().float()
-    batch, half = len(prompts), len(prompts) // 2
-    image = F.normalize(clip.encode_image(pictures).float(), dim=-1)
-    device = pictures.device
-    caption = F.normalize(model.encode_tokens(model.tokenizer(prompts).to(device)).float(), dim=-1)
+    size = len(batch.prompts)
+    image = F.normalize(clip.encode_image(batch.pictures).float(), dim=-1)
+    caption = F.normalize(model.encode_tokens(model.tokenizer(batch.captions).to(device)).float(), dim=-1)
     logits = scale * image @ caption.T
-    # the same prompt twice in a batch is not a negative
-    same = torch.tensor([[a == b for b in prompts] for a in prompts], device=device)
-    logits = logits.masked_fill(same & ~torch.eye(batch, dtype=torch.bool, device=device), float("-inf"))
-    target = torch.arange(batch, device=device)
+    # the same caption twice in a batch is not a negative
+    same = torch.tensor([[a == b for b in batch.captions] for a in batch.captions], device=device)
+    logits = logits.masked_fill(same & ~torch.eye(size, dtype=torch.bool, device=device), float("-inf"))
+    target = torch.arange(size, device=device)
     contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
-    texts = model.text_features(prompts[:half] + altered[half:]).float()  # [B, K, D]
-    level_logits = scale * torch.einsum("bd,bkd->bk", image, texts)
-    levels = len(model.levels)
-    labels = torch.tensor([levels - 1] * half + [0] * (batch - half), device=device)
-    swap = F.cross_entropy(level_logits, labels)
-    return contrastive + swap, {"contrastive": contrastive.item(), "swap": swap.item()}
+    swapped = min(swap_pictures or size, size)
+    half = swapped // 2
+    texts = model.text_features(batch.prompts[:half] + batch.altered[half:swapped]).float()  # [S, K, D]
+    level_logits = scale * torch.einsum("bd,bkd->bk", image[:swapped], texts)
+    own = torch.arange(swapped, device=device) < half
+    labels = torch.where(own, len(model.levels) - 1, 0)
+    # A degraded picture of its own prompt is not labelled "perfectly": how well it matches is
+    # for the fine-tuning to learn from MOS, not for the stand-in to decide.
+    counted = ~(own & (batch.looks[:swapped] > 0).to(device)) if swap_clean_only else torch.ones_like(own)
+    swap = (F.cross_entropy(level_logits, labels, reduction="none") * counted).sum() / counted.sum().clamp(min=1)
+    parts = {"contrastive": contrastive.item(), "swap": swap.item()}
+    total = contrastive + swap
+    if look_loss:
+        looks = F.normalize(model.encode_tokens(model.tokenizer(look_texts()).to(device)).float(), dim=-1)
+        look = F.cross_entropy(scale * image @ looks.T, batch.looks.to(device))
+        parts["look"] = look.item()
+        total = total + look
+    return total, parts
 
 
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
@@ -124,9 +216,11 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     history, window, started = [], [], time.perf_counter()
     for step in range(1, config.steps + 1):
-        pictures, prompts, altered = draw_batch(pool, attrs, config.batch, rng)
+        batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
+        batch.pictures = batch.pictures.to(device)
         with autocast(device, precision):
-            loss, parts = pretrain_loss(model, pictures.to(device), prompts, altered)
+            loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss,
+                                        config.swap_pictures)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -136,7 +230,7 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
             history.append({"step": step, **mean})
             window = []
             log(f"pretrain step {step}/{config.steps}: contrastive {mean['contrastive']:.3f}  "
-                f"swap {mean['swap']:.3f}  ({time.perf_counter() - started:.0f} s)")
+                f"swap {mean['swap']:.3f}  look {mean.get('look', 0):.3f}  ({time.perf_counter() - started:.0f} s)")
     embedding.requires_grad_(trainable)
     model.eval()
     return history

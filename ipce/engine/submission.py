@@ -51,9 +51,13 @@ def backbone_name(meta: dict) -> str:
     if name and name not in ("inferred", "unknown"):
         return name.removeprefix("random:")
     vision = (meta.get("model_config") or {}).get("vision_cfg") or {}
-    key = (vision.get("width"), vision.get("layers"), vision.get("patch_size"), vision.get("image_size"))
+    layers = vision.get("layers")
+    layers = tuple(layers) if isinstance(layers, list) else layers  # a ResNet tower lists its stages
+    key = (vision.get("width"), layers, vision.get("patch_size"), vision.get("image_size"))
     if key in _KNOWN_TOWERS:
         return _KNOWN_TOWERS[key]
+    if isinstance(layers, tuple):
+        return f"ResNet (width {key[0]}, blocks {'-'.join(map(str, layers))})"
     return f"ViT (width {key[0]}, {key[1]} layers, patch {key[2]})"
 
 

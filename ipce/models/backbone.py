@@ -24,6 +24,14 @@ TINY_CONFIGS: dict[str, dict] = {
         "vision_cfg": {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32},
         "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
     },
+    # The demo's model: CLIP's ResNet image tower (as in OpenAI's RN50), 8 channels wide.
+    # Its small convolutions see blur, noise and JPEG blocks that the tiny ViT's 32-px patches
+    # average away (a linear probe of its features predicts a picture's defect severity far better).
+    "tiny-resnet": {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": 224, "layers": (1, 1, 1, 1), "width": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 2},
+    },
 }
 
 # OpenAI's file names, as clip.load caches them, and where to get them.
