@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 # The demo's recipe. The tiny model is barely pretrained, so it needs a far higher learning
-# rate than fine-tuning a real CLIP (5e-6). Fewer crops and resizing the shorter side to 224
-# (not 512) keep it quick; the demo's pictures are simple enough that 224 px shows them whole.
+# rate than fine-tuning a real CLIP (5e-6). Fewer crops and resizing to at least 224 px (not
+# 512) keep it quick; the global view shows each simple picture whole. The ResNet tower sees
+# the quality defects the tiny ViT missed (docs/DESIGN.md, section 4).
 FULL = {"backbone": "tiny-resnet", "n": 600, "pretrain_steps": 500, "epochs": 5, "lr": 1e-4, "train_patches": 2, "eval_patches": 4,
         "batch_size": 16, "resize": 224}
 QUICK = {"backbone": "tiny-resnet", "n": 160, "pretrain_steps": 60, "epochs": 2, "lr": 1e-4, "train_patches": 2, "eval_patches": 2,
