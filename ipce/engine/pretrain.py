@@ -48,7 +48,6 @@ class PretrainConfig:
     swap_clean_only: bool = True  # the prompt-swap loss sees only clean pictures
     look_loss: bool = True  # each picture against the texts of how pictures look
     group: int = 4  # pictures per batch that share colour and background (1: drawn independently)
-    swap_pictures: int = 0  # pictures of each batch in the prompt-swap loss (0: all); its 5 texts each are most of a step
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -162,37 +161,39 @@ def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random
     )
 
 
+def encode_texts(model: CorrespondenceScorer, texts: list[str], device: torch.device) -> torch.Tensor:
+    """Normalized text features [len(texts), D] of plain texts (not the level texts)."""
+    return F.normalize(model.encode_tokens(model.tokenizer(texts).to(device)).float(), dim=-1)
+
+
 def pretrain_loss(model: CorrespondenceScorer, batch: Batch, swap_clean_only: bool = True,
-                  look_loss: bool = True, swap_pictures: int = 0) -> tuple[torch.Tensor, dict]:
-    """Contrastive loss + prompt-swap loss (module docstring) of one batch."""
+                  look_loss: bool = True) -> tuple[torch.Tensor, dict]:
+    """Contrastive + prompt-swap + look loss (module docstring) of one batch."""
     clip = model.clip
     device = batch.pictures.device
     scale = clip.logit_scale.exp().float()
     size = len(batch.prompts)
     image = F.normalize(clip.encode_image(batch.pictures).float(), dim=-1)
-    caption = F.normalize(model.encode_tokens(model.tokenizer(batch.captions).to(device)).float(), dim=-1)
-    logits = scale * image @ caption.T
+    logits = scale * image @ encode_texts(model, batch.captions, device).T
     # the same caption twice in a batch is not a negative
     same = torch.tensor([[a == b for b in batch.captions] for a in batch.captions], device=device)
     logits = logits.masked_fill(same & ~torch.eye(size, dtype=torch.bool, device=device), float("-inf"))
     target = torch.arange(size, device=device)
     contrastive = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 
-    swapped = min(swap_pictures or size, size)
-    half = swapped // 2
-    texts = model.text_features(batch.prompts[:half] + batch.altered[half:swapped]).float()  # [S, K, D]
-    level_logits = scale * torch.einsum("bd,bkd->bk", image[:swapped], texts)
-    own = torch.arange(swapped, device=device) < half
+    half = size // 2
+    texts = model.text_features(batch.prompts[:half] + batch.altered[half:]).float()  # [B, K, D]
+    level_logits = scale * torch.einsum("bd,bkd->bk", image, texts)
+    own = torch.arange(size, device=device) < half
     labels = torch.where(own, len(model.levels) - 1, 0)
     # A degraded picture of its own prompt is not labelled "perfectly": how well it matches is
     # for the fine-tuning to learn from MOS, not for the stand-in to decide.
-    counted = ~(own & (batch.looks[:swapped] > 0).to(device)) if swap_clean_only else torch.ones_like(own)
+    counted = ~(own & (batch.looks > 0).to(device)) if swap_clean_only else torch.ones_like(own)
     swap = (F.cross_entropy(level_logits, labels, reduction="none") * counted).sum() / counted.sum().clamp(min=1)
     parts = {"contrastive": contrastive.item(), "swap": swap.item()}
     total = contrastive + swap
     if look_loss:
-        looks = F.normalize(model.encode_tokens(model.tokenizer(look_texts()).to(device)).float(), dim=-1)
-        look = F.cross_entropy(scale * image @ looks.T, batch.looks.to(device))
+        look = F.cross_entropy(scale * image @ encode_texts(model, look_texts(), device).T, batch.looks.to(device))
         parts["look"] = look.item()
         total = total + look
     return total, parts
@@ -219,8 +220,7 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
         batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
         batch.pictures = batch.pictures.to(device)
         with autocast(device, precision):
-            loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss,
-                                        config.swap_pictures)
+            loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
