@@ -8,6 +8,8 @@ from ipce.errors import IpceError
 
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.predict import add_speed_arguments
+
     p = sub.add_parser("score", help="score images against a prompt with a checkpoint")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--prompt", required=True, help="the prompt the images were generated from")
@@ -18,8 +20,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="evaluation precision (default: fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both towers (needs a C++ compiler on a CPU)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last patch embedding (for CUDA)")
+    add_speed_arguments(p)
     p.add_argument("--out", default=None, help="write image,prompt,score to this CSV")
     p.set_defaults(run=_run_score)
 

@@ -30,6 +30,15 @@ EXIT_SKIPPED = 2
 
 # ----------------------------------------------------------------------------- flags
 
+def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, default: bool | None = False) -> None:
+    """`--compile` and `--channels-last` (ipce.utils.speed), for train, predict and score.
+    `default` None lets `ipce train --resume` tell a flag not given from one given."""
+    p.add_argument("--compile", action="store_true", default=default,
+                   help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    p.add_argument("--channels-last", action="store_true", default=default,
+                   help="channels-last patch embedding (for CUDA)")
+
+
 def add_model_arguments(p: argparse.ArgumentParser, checkpoint_help: str | None = None) -> None:
     """Flags shared by `ipce predict` and the submission scripts: models and how to run them."""
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
@@ -48,8 +57,7 @@ def add_model_arguments(p: argparse.ArgumentParser, checkpoint_help: str | None 
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
     p.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32",
                    help="evaluation precision (default: fp32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile both towers (needs a C++ compiler on a CPU)")
-    p.add_argument("--channels-last", action="store_true", help="channels-last patch embedding (for CUDA)")
+    add_speed_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ipce.commands.predict import add_speed_arguments
 from ipce.config import make_config, preset_names
 
 
@@ -63,10 +64,7 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     run.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     run.add_argument("--tensorboard", action="store_true", default=None)
-    run.add_argument("--compile", action="store_true", default=None,
-                     help="torch.compile both towers (needs a C++ compiler on a CPU)")
-    run.add_argument("--channels-last", action="store_true", default=None,
-                     help="channels-last patch embedding (for CUDA)")
+    add_speed_arguments(run, default=None)
 
 
 SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "prompt_prefix",

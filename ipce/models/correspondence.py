@@ -196,7 +196,7 @@ class CorrespondenceScorer(nn.Module):
         """Normalized features [B, P+1, D]: the P crops then the global view, encoded together
         (in calls of at most `image_chunk` views when no gradients are needed)."""
         batch, patches = crops.shape[:2]
-        # views in the image tower's dtype: a model cast to bfloat16 (ipce.utils.speed) takes fp32 views
+        # views cast to the image tower's dtype, so a tower cast to bfloat16 still takes fp32 views
         dtype = self.clip.visual.conv1.weight.dtype
         views = torch.cat([crops.to(dtype), glob[:, None].to(dtype)], dim=1).flatten(0, 1)
         if self.channels_last:
