@@ -101,6 +101,23 @@ def test_image_chunks_equal_one_call():
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
+def test_views_are_chunked_on_the_cpu_only():
+    """On CUDA one call is faster; a meta-device model (shapes only) stands in for a GPU one."""
+    model = make_tiny_scorer()
+    model.image_chunk = 4
+    sizes = []
+    encode = model.clip.encode_image
+    model.clip.encode_image = lambda views: sizes.append(views.shape[0]) or encode(views)
+    crops, glob = views_of(3, patches=4)  # 15 views
+    with torch.no_grad():
+        model.image_features(crops, glob)
+        assert sizes == [4, 4, 4, 3]
+        sizes.clear()
+        model.to("meta")
+        model.image_features(crops.to("meta"), glob.to("meta"))
+    assert sizes == [15]
+
+
 def test_texts_follow_autocast_and_the_cache_keeps_precisions_apart():
     model = make_tiny_scorer()
     with torch.no_grad():
