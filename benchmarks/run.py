@@ -625,6 +625,8 @@ def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
     one_call = _variant(model, image_chunk=None)
     rows = [baseline_row(clip, device),
             ours_row("ours fp32", model, device, note="every prompt new: the text cache does not help"),
+            ours_row("ours fp32, texts on the calling thread", _variant(model, overlap_text=False), device,
+                     note="overlap_text False: the text tower after the image tower, not beside it"),
             ours_row("ours fp32, text cache warm", model, device, cache="warm",
                      note="prompts seen before (datasets repeat prompts: AGIQA-3K has ~10 images per prompt)"),
             ours_row("ours fp32, no padding cut", model, device, cut_padding=False,

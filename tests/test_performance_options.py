@@ -1,6 +1,7 @@
 """The speed options give the scores the plain computation gives (no timing here: the speed
 goals live in benchmarks/). Tiny model, CPU."""
 import copy
+import threading
 
 import numpy as np
 import pytest
@@ -99,6 +100,37 @@ def test_image_chunks_equal_one_call():
         model.image_chunk = 4  # uneven last chunk
         chunked = model.image_features(crops, glob)
     assert torch.allclose(whole, chunked, atol=1e-6)
+
+
+def test_text_thread_gives_the_scores_of_one_thread_under_its_callers_autocast():
+    model = make_tiny_scorer()
+    crops, glob = views_of(3)
+    prompts = PROMPTS[:3]
+    for precision in (None, torch.bfloat16):
+        amp = torch.autocast("cpu", dtype=precision) if precision else torch.autocast("cpu", enabled=False)
+        got = {}
+        for overlap in (False, True):
+            model.overlap_text = overlap
+            model._text_cache.clear()
+            with torch.no_grad(), amp:
+                got[overlap] = model(crops, glob, prompts)
+        # equal to the bit: the text thread ran the text tower in the caller's precision
+        assert torch.equal(got[True], got[False])
+        assert all(k[0] == torch.bfloat16 for k in model._text_cache) == (precision is not None)
+    model.overlap_text = True
+    with torch.no_grad():
+        model(crops, glob, prompts)
+    seen = []
+    encode_prompts = model.encode_prompts
+    model.encode_prompts = lambda *a: seen.append(threading.current_thread().name) or encode_prompts(*a)
+    model._text_cache.clear()
+    with torch.no_grad():
+        model(crops, glob, prompts)
+    assert seen and seen[0].startswith("ipce-text")
+    loss = model(crops, glob, prompts).sum()  # with gradients: one thread, and they flow to the text tower
+    loss.backward()
+    assert seen[-1] == threading.current_thread().name
+    assert model.clip.token_embedding.weight.grad is not None
 
 
 def test_views_are_chunked_on_the_cpu_only():
