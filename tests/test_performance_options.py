@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ipce.datasets.views import CLIP_MEAN, CLIP_STD, ViewConfig, make_views, to_normalized_tensor
-from ipce.models.correspondence import QuickGELUMLP, fuse_quick_gelu, length_groups
+from ipce.models.backbone import load_backbone
+from ipce.models.correspondence import CorrespondenceScorer, QuickGELUMLP, fuse_quick_gelu, length_groups
 from ipce.utils import speed
 from tests.conftest import make_tiny_scorer, random_image
 
@@ -233,6 +234,19 @@ def test_channels_last_and_transfer_helpers_change_nothing():
     assert torch.allclose(got, expected, atol=1e-5)
     parts = [torch.randn(3, 4) for _ in range(5)]
     assert torch.equal(speed.stack_pinned(parts), torch.stack(parts))
+
+
+def test_channels_last_turns_every_convolution_of_a_resnet_tower_and_keeps_its_scores():
+    torch.manual_seed(0)
+    model = CorrespondenceScorer(load_backbone("tiny-resnet")[0]).eval()
+    crops, glob = views_of(2)
+    with torch.no_grad():
+        expected = model(crops, glob, PROMPTS[:2])
+        speed.use_channels_last(model)
+        got = model(crops, glob, PROMPTS[:2])
+    convs = [m for m in model.clip.visual.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) > 10 and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert torch.allclose(got, expected, atol=1e-4)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -200,12 +200,16 @@ def pretrain_loss(model: CorrespondenceScorer, batch: Batch, swap_clean_only: bo
 
 
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
-             device: torch.device | str = "cpu", log=print) -> list[dict]:
-    """Pretrain `model` in place (AdamW, constant rate); returns the losses every 50 steps."""
+             device: torch.device | str = "cpu", log=print, channels_last: bool = False) -> list[dict]:
+    """Pretrain `model` in place (AdamW, constant rate); returns the losses every 50 steps.
+    `channels_last`: ipce.utils.speed.use_channels_last, kept on the returned model."""
     from ipce.api import autocast
+    from ipce.utils.speed import use_channels_last
 
     device = torch.device(device)
     model.to(device).train()
+    if channels_last:
+        use_channels_last(model)
     rng = np.random.default_rng(config.seed)
     pool, attrs = render_pool(config.pool, config.size, rng, config.degrade_rate)
     # The token embedding (49408 x 128: 90 % of the tiny model's weights) stays as drawn: random
@@ -218,7 +222,8 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     history, window, started = [], [], time.perf_counter()
     for step in range(1, config.steps + 1):
         batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
-        batch.pictures = batch.pictures.to(device)
+        memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+        batch.pictures = batch.pictures.to(device, memory_format=memory_format)
         with autocast(device, precision):
             loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
         optimizer.zero_grad(set_to_none=True)
