@@ -55,7 +55,7 @@ class TrainConfig:
     resume: bool = False
     tensorboard: bool = False
     compile: bool = False  # torch.compile of both towers (ipce.utils.speed)
-    channels_last: bool = False  # channels-last patch embedding (ipce.utils.speed)
+    channels_last: bool = False  # channels-last image-tower convolutions (ipce.utils.speed)
     eval_batch_size: int | None = None
 
     def to_dict(self) -> dict:

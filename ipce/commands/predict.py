@@ -36,7 +36,7 @@ def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, de
     p.add_argument("--compile", action="store_true", default=default,
                    help="torch.compile both towers (needs a C++ compiler on a CPU)")
     p.add_argument("--channels-last", action="store_true", default=default,
-                   help="channels-last patch embedding (for CUDA)")
+                   help="channels-last convolutions in the image tower (CUDA; on the CPU only ResNet towers gain)")
 
 
 def add_model_arguments(p: argparse.ArgumentParser, checkpoint_help: str | None = None) -> None:
