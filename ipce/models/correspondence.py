@@ -154,7 +154,7 @@ class CorrespondenceScorer(nn.Module):
         self.image_chunk: int | None = 32
         self.overlap_text = True
         self.text_autocast = True  # False: texts in fp32 even under autocast (no gradients only)
-        self.channels_last = False  # set by ipce.utils.speed.use_channels_last (CUDA)
+        self.channels_last = False  # set by ipce.utils.speed.use_channels_last
         self._text_cache: dict = {}  # prompt (fp32) or (autocast dtype, prompt) -> features
 
     # -- text ----------------------------------------------------------------------------
