@@ -219,10 +219,10 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     embedding.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     history, window, started = [], [], time.perf_counter()
     for step in range(1, config.steps + 1):
         batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
-        memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
         batch.pictures = batch.pictures.to(device, memory_format=memory_format)
         with autocast(device, precision):
             loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
