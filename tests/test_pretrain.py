@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ipce.datasets.synthetic import prompt_text
 from ipce.engine.pretrain import (LOOK_WORDS, PretrainConfig, caption, draw_batch, draw_pictures, look_index,
-                                  look_texts, pretrain, pretrain_loss, render_pool, squeeze)
+                                  look_texts, plain_attention, pretrain, pretrain_loss, pretrain_lr, render_pool,
+                                  squeeze)
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.utils.checkpoint import save_checkpoint
@@ -134,3 +136,28 @@ def test_tiny_backbone_loads_pretrained_weights(tmp_path):
         assert torch.equal(clip.state_dict()[key], value), key
     fresh = CorrespondenceScorer(load_backbone("tiny")[0])
     assert not torch.equal(fresh.clip.visual.conv1.weight, model.clip.visual.conv1.weight)
+
+
+def test_pretraining_rate_warms_up_then_decays_to_zero():
+    config = PretrainConfig(steps=100, lr=1e-3, warmup=10, decay=True)
+    rates = [pretrain_lr(config, step) for step in range(1, 101)]
+    assert abs(rates[0] - 1e-4) < 1e-12 and rates[9] == 1e-3  # linear warm-up over 10 steps
+    assert all(a > b for a, b in zip(rates[9:], rates[10:]))  # then falls at every step
+    assert abs(pretrain_lr(config, 55) - 5e-4) < 1e-12 and rates[-1] == 0.0  # half way, then zero
+    flat = PretrainConfig(steps=100, lr=1e-3, warmup=0, decay=False)
+    assert {pretrain_lr(flat, step) for step in range(1, 101)} == {1e-3}
+
+
+def test_plain_attention_turns_off_the_fused_kernels_on_the_cpu_only():
+    """The pretraining's CPU speed-up: attention as plain matmuls, the same numbers."""
+    assert torch.backends.cuda.flash_sdp_enabled()
+    q, k, v = torch.randn(3, 4, 2, 20, 64).unbind(0)
+    mask = torch.full((20, 20), float("-inf")).triu(1)
+    fused = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    with plain_attention(torch.device("cpu")):
+        assert not torch.backends.cuda.flash_sdp_enabled()
+        plain = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert torch.backends.cuda.flash_sdp_enabled()  # restored on leaving
+    assert torch.allclose(fused, plain, atol=1e-5)
+    with plain_attention(torch.device("cuda")):  # a device object needs no GPU
+        assert torch.backends.cuda.flash_sdp_enabled()

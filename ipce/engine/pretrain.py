@@ -22,15 +22,21 @@ them degraded, with three losses:
 
 No MOS is used here, and no level is given to a degraded picture of its own prompt: how much
 a defect costs is left to the fine-tuning with the paper's protocol.
+
+AdamW with a short linear warm-up and a cosine decay to zero: the losses are still falling
+when the budget ends, and the decay settles them lower than a constant rate does.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ipce.models.correspondence import CorrespondenceScorer
 
@@ -48,6 +54,9 @@ class PretrainConfig:
     swap_clean_only: bool = True  # the prompt-swap loss sees only clean pictures
     look_loss: bool = True  # each picture against the texts of how pictures look
     group: int = 4  # pictures per batch that share colour and background (1: drawn independently)
+    warmup: int = 25  # steps of linear warm-up
+    decay: bool = True  # cosine decay of the rate to zero over the steps (the demo's 650 steps:
+    # contrastive loss 0.95 -> 0.60 at the end against a constant rate's 500 steps)
     seed: int = 0
 
     def to_dict(self) -> dict:
@@ -199,6 +208,22 @@ def pretrain_loss(model: CorrespondenceScorer, batch: Batch, swap_clean_only: bo
     return total, parts
 
 
+def plain_attention(device: torch.device):
+    """On the CPU, attention as plain matmuls: for the tiny towers' short sequences (~20 tokens,
+    50 in the image pooling) the fused kernels' backward is slower; the step is ~20 % faster."""
+    return sdpa_kernel([SDPBackend.MATH]) if device.type == "cpu" else contextlib.nullcontext()
+
+
+def pretrain_lr(config: PretrainConfig, step: int) -> float:
+    """The rate of `step` (1-based): linear warm-up, then constant or cosine decay to zero."""
+    if step <= config.warmup:
+        return config.lr * step / config.warmup
+    if not config.decay:
+        return config.lr
+    done = (step - config.warmup) / max(1, config.steps - config.warmup)
+    return config.lr * (1 + math.cos(math.pi * done)) / 2
+
+
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
              device: torch.device | str = "cpu", log=print, channels_last: bool = False) -> list[dict]:
     """Pretrain `model` in place (AdamW, constant rate); returns the losses every 50 steps.
@@ -222,9 +247,11 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
     history, window, started = [], [], time.perf_counter()
     for step in range(1, config.steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = pretrain_lr(config, step)
         batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
         batch.pictures = batch.pictures.to(device, memory_format=memory_format)
-        with autocast(device, precision):
+        with autocast(device, precision), plain_attention(device):
             loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
