@@ -2,7 +2,11 @@
 import json
 import math
 
+import numpy as np
+import pytest
+
 from ipce.cli import main
+from ipce.commands.demo import defect_effects, format_effects
 
 
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):
@@ -16,6 +20,9 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     fresh = (out / "data-fresh-40" / "annotations.csv").read_text().splitlines()
     assert summary["fresh_images"] == 40 and len(fresh) == 41 and math.isfinite(summary["fresh_srcc"])
     assert fresh != (out / "data-quick" / "annotations.csv").read_text().splitlines()[:41]
+    effects = summary["fresh_effects"]
+    assert len(effects) == 8 and sum(e["images"] for e in effects.values()) > 0
+    assert all((e["score"] is None) == (e["images"] == 0) for e in effects.values())
     by_altered = summary["pair_accuracy_by_altered"]
     assert by_altered and set(by_altered) <= {"colour", "shape", "count", "background"}
     # the fine-tuning started from the pretraining stand-in's weights, not from random ones
@@ -31,8 +38,32 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert pairs.count("\n| ") >= 3 and f"{summary['pair_accuracy']:.0%}" in pairs
     printed = capsys.readouterr().out
     assert "pair accuracy" in printed and "mean ± std" in printed and "second generated set" in printed
+    assert "what each defect costs" in printed and "what each defect costs" in pairs
     # the generated data is cached: a second run reuses it
     data = out / "data-quick" / "annotations.csv"
     stamps = data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns
     assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
     assert (data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns) == stamps
+
+
+def test_defect_effects_show_which_defects_the_scores_ignore():
+    # MOS by the synthetic rule without rater noise; a "model" that sees everything but shape
+    rng = np.random.default_rng(0)
+    kinds = ["wrong_colour", "wrong_shape", "wrong_count", "blur", "noise"]
+    defects, mos, scores = [], [], []
+    for _ in range(300):
+        mis = kinds[rng.integers(3)] if rng.random() < 0.4 else None
+        quality = kinds[3 + rng.integers(2)] if rng.random() < 0.4 else None
+        items = [f"{mis}:x"] * bool(mis) + [f"{quality}:0.50"] * bool(quality)
+        defects.append(";".join(items) or "none")
+        cost = 1.0 if quality else 0.0
+        mos.append(4.5 - 1.75 * bool(mis) - cost)
+        scores.append(4.0 - 1.5 * (mis in ("wrong_colour", "wrong_count")) - 0.5 * cost)
+    effects = defect_effects(defects, mos, scores)
+    assert effects["wrong_shape"]["mos"] == pytest.approx(-1.75) and effects["wrong_shape"]["score"] == pytest.approx(0, abs=1e-9)
+    assert effects["wrong_colour"]["score"] == pytest.approx(-1.5) and effects["blur"]["score"] == pytest.approx(-0.5)
+    assert effects["noise"]["mos"] == pytest.approx(-1.0)
+    assert effects["jpeg"] == {"images": 0, "mos": None, "score": None}  # no image has it
+    assert effects["wrong_count"]["images"] == sum("wrong_count" in d for d in defects)
+    table = format_effects(effects, 300)
+    assert "| wrong shape |" in table and "+0.00 |" in table and "jpeg" not in table

@@ -96,18 +96,52 @@ def pair_table(scorer, run_dir: Path, annotations: Path, seed: int = 0) -> tuple
 
 
 def fresh_metrics(scorer, out: Path, n: int, workers: int) -> dict:
-    """SRCC/PLCC of `scorer` (the best checkpoint) on `n` images of a set generated with another seed.
-    The held-out part also chose the best epoch, which flatters it (docs/DESIGN.md, section
-    4); these images played no part in training or in choosing."""
+    """SRCC/PLCC of `scorer` (the best checkpoint) on `n` images of a set generated with another seed,
+    and what each defect costs there (`defect_effects`). The held-out part also chose the best
+    epoch, which flatters it (docs/DESIGN.md, section 4); these images played no part in
+    training or in choosing."""
     from ipce.datasets.synthetic import SyntheticConfig, generate
     from ipce.utils.metrics import compute_metrics
 
     annotations = generate(out / f"data-fresh-{n}", SyntheticConfig(n=n, seed=1), progress=False, workers=workers)
     with annotations.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    scores = scorer.score([annotations.parent / "images" / row["image"] for row in rows], [row["prompt"] for row in rows])
-    metrics = compute_metrics([float(x) for x in scores], [float(row["mos"]) for row in rows])
-    return {"fresh_srcc": metrics["srcc"], "fresh_plcc": metrics["plcc"], "fresh_images": n}
+    scores = [float(x) for x in scorer.score([annotations.parent / "images" / row["image"] for row in rows],
+                                             [row["prompt"] for row in rows])]
+    mos = [float(row["mos"]) for row in rows]
+    metrics = compute_metrics(scores, mos)
+    return {"fresh_srcc": metrics["srcc"], "fresh_plcc": metrics["plcc"], "fresh_images": n,
+            "fresh_effects": defect_effects([row["defects"] for row in rows], mos, scores)}
+
+
+def defect_effects(defects: list[str], mos: list[float], scores: list[float]) -> dict:
+    """What each defect kind does to the MOS and to the model's score: least squares over all
+    images of value ~ constant + one 0/1 term per kind present (an image may have two), so a
+    kind the model does not see has a score effect near 0 beside the MOS rule's ~-1.75.
+    Returns {kind: {"images", "mos", "score"}} for every kind, None where no image has it."""
+    from ipce.datasets.synthetic import MISALIGN_KINDS, QUALITY_KINDS
+
+    kinds = [f"wrong_{kind}" for kind in MISALIGN_KINDS] + list(QUALITY_KINDS)
+    has = np.array([[any(item.split(":")[0] == kind for item in d.split(";")) for kind in kinds] for d in defects], float)
+    present = [j for j in range(len(kinds)) if has[:, j].any()]
+    design = np.column_stack([np.ones(len(defects)), has[:, present]])
+    fits = {name: np.linalg.lstsq(design, np.asarray(values, float), rcond=None)[0][1:]
+            for name, values in (("mos", mos), ("score", scores))}
+    effects = {kind: {"images": int(has[:, j].sum()), "mos": None, "score": None} for j, kind in enumerate(kinds)}
+    for column, j in enumerate(present):
+        effects[kinds[j]].update(mos=float(fits["mos"][column]), score=float(fits["score"][column]))
+    return effects
+
+
+def format_effects(effects: dict, images: int) -> str:
+    lines = [f"what each defect costs on the {images} fresh images (least squares over all of them; "
+             "a defect the model does not see costs it ~0):",
+             "| defect | images | MOS | model's score |", "| --- | --- | --- | --- |"]
+    for kind, e in effects.items():
+        if e["images"]:
+            mos, score = (round(e[key], 2) + 0.0 for key in ("mos", "score"))  # + 0.0: no "-0.00"
+            lines.append(f"| {kind.replace('_', ' ')} | {e['images']} | {mos:+.2f} | {score:+.2f} |")
+    return "\n".join(lines)
 
 
 def format_pairs(rows: list[dict], accuracy: float, per_kind: dict) -> str:
@@ -153,8 +187,9 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
               "seconds": seconds, "best_epoch": best["epoch"], "quick": quick,
               "images": recipe["n"], "held_out": len(rows), "run": str(run_dir)}
     write_json(out / "summary.json", result)
-    write_text(out / "pairs.md", table + "\n")
-    print(f"\n{table}\n")
+    effects = format_effects(fresh["fresh_effects"], fresh["fresh_images"])
+    write_text(out / "pairs.md", table + "\n\n" + effects + "\n")
+    print(f"\n{table}\n\n{effects}\n")
     print(f"held-out SRCC {best['srcc']:.3f}  PLCC {best['plcc']:.3f}  pair accuracy {accuracy:.0%}  "
           f"in {seconds:.0f} s")
     print(f"on {fresh['fresh_images']} images of a second generated set, which chose nothing: "
