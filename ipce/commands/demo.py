@@ -117,12 +117,14 @@ def fresh_metrics(scorer, out: Path, n: int, workers: int) -> dict:
 def defect_effects(defects: list[str], mos: list[float], scores: list[float]) -> dict:
     """What each defect kind does to the MOS and to the model's score: least squares over all
     images of value ~ constant + one 0/1 term per kind present (an image may have two), so a
-    kind the model does not see has a score effect near 0 beside the MOS rule's ~-1.75.
+    kind the model does not see has a score effect near 0 beside the MOS's (~-1.75 for a
+    misalignment).
     Returns {kind: {"images", "mos", "score"}} for every kind, None where no image has it."""
     from ipce.datasets.synthetic import MISALIGN_KINDS, QUALITY_KINDS
 
     kinds = [f"wrong_{kind}" for kind in MISALIGN_KINDS] + list(QUALITY_KINDS)
-    has = np.array([[any(item.split(":")[0] == kind for item in d.split(";")) for kind in kinds] for d in defects], float)
+    named = [{item.split(":")[0] for item in d.split(";")} for d in defects]  # "blur:0.62;wrong_count:3"
+    has = np.array([[kind in names for kind in kinds] for names in named], float)
     present = [j for j in range(len(kinds)) if has[:, j].any()]
     design = np.column_stack([np.ones(len(defects)), has[:, present]])
     fits = {name: np.linalg.lstsq(design, np.asarray(values, float), rcond=None)[0][1:]
