@@ -249,6 +249,35 @@ def test_channels_last_turns_every_convolution_of_a_resnet_tower_and_keeps_its_s
     assert torch.allclose(got, expected, atol=1e-4)
 
 
+def test_narrow_batch_norms_run_channels_first_with_the_same_outputs_and_gradients():
+    """On the CPU the narrow batch norms of a channels-last ResNet tower take their input
+    channels-first (the CPU kernel is 2-3x faster so) and hand it back channels-last; training
+    outputs and every gradient stay those of the plain tower."""
+    torch.manual_seed(0)
+    plain = CorrespondenceScorer(load_backbone("tiny-resnet")[0]).train()
+    fast = speed.use_channels_last(speed.use_channels_last(copy.deepcopy(plain)))  # twice: hooks once
+    visual = fast.clip.visual
+    narrow, wide = visual.bn1, visual.layer4[0].bn1  # 4 and 64 channels
+    assert narrow.num_features <= speed.NARROW_BATCH_NORM < wide.num_features
+    assert len(narrow._forward_pre_hooks) == 1 and len(narrow._forward_hooks) == 1 and not wide._forward_hooks
+    seen = {}
+    for name, bn in (("narrow", narrow), ("wide", wide)):
+        bn.register_forward_pre_hook(lambda _, args, name=name: seen.update({name: args[0].is_contiguous()}))
+    hand_over = []
+    visual.conv2.register_forward_pre_hook(
+        lambda _, args: hand_over.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    pictures = torch.randn(4, 3, 224, 224)
+    outputs = []
+    for model, x in ((plain, pictures), (fast, pictures.contiguous(memory_format=torch.channels_last))):
+        out = model.clip.encode_image(x)
+        (out * torch.linspace(-1, 1, out.shape[1])).sum().backward()
+        outputs.append(out.detach())
+    assert seen == {"narrow": True, "wide": False} and hand_over == [True]
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-4)
+    for (name, a), b in zip(plain.clip.visual.named_parameters(), visual.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5), name
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pinned_stack_on_cuda():
     parts = [torch.randn(3, 4) for _ in range(5)]
