@@ -1,4 +1,4 @@
-"""A three-minute stand-in for CLIP's web pretraining, for the demo's tiny model.
+"""A two-to-three-minute stand-in for CLIP's web pretraining, for the demo's tiny model.
 
 The paper fine-tunes a CLIP that has seen 400 million captioned images: it already knows
 which words go with which pictures, and what "blurry" looks like. A tiny CLIP from random
