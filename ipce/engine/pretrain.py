@@ -195,7 +195,7 @@ def pretrain_loss(model: CorrespondenceScorer, batch: Batch, swap_clean_only: bo
     # A degraded picture of its own prompt is not labelled "perfectly": how well it matches is
     # for the fine-tuning to learn from MOS, not for the stand-in to decide.
     counted = ~(own & (batch.looks > 0).to(device)) if swap_clean_only else torch.ones_like(own)
-    # Only the counted pictures' level texts are encoded: the text tower is half of a step's
+    # Only the counted pictures' level texts are encoded: the text tower is ~40 % of a step's
     # time, and a quarter of the batch is not counted.
     rows = counted.nonzero().squeeze(1)
     if len(rows) == 0:
