@@ -15,8 +15,7 @@ import time
 import numpy as np
 import torch
 
-from ipce.api import autocast
-from ipce.engine.pretrain import PretrainConfig, draw_batch, plain_attention, pretrain_loss, render_pool
+from ipce.engine.pretrain import PretrainConfig, pretrain_optimizer, pretrain_step, render_pool
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.utils import speed
@@ -25,28 +24,15 @@ from ipce.utils import speed
 def step_seconds(layout: str, pool, attrs, steps: int, warm: int = 5) -> float:
     torch.manual_seed(0)
     model = CorrespondenceScorer(load_backbone("tiny-resnet")[0]).train()
-    narrow = speed.NARROW_BATCH_NORM
-    if layout == "channels-last, batch norms too":
-        speed.NARROW_BATCH_NORM = 0
-    try:
-        if layout != "channels-first":
-            speed.use_channels_last(model)
-    finally:
-        speed.NARROW_BATCH_NORM = narrow
-    model.clip.token_embedding.weight.requires_grad_(False)  # as pretrain() does
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    if layout != "channels-first":
+        narrow = 0 if layout == "channels-last, batch norms too" else speed.NARROW_BATCH_NORM
+        speed.use_channels_last(model, narrow_batch_norm=narrow)
     config, rng, device = PretrainConfig(), np.random.default_rng(0), torch.device("cpu")
-    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    optimizer = pretrain_optimizer(model, config)
     for i in range(warm + steps):
         if i == warm:
             started = time.perf_counter()
-        batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
-        batch.pictures = batch.pictures.contiguous(memory_format=memory_format)
-        with autocast(device, "bf16"), plain_attention(device):
-            loss, _ = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        pretrain_step(model, optimizer, pool, attrs, rng, config, "bf16", device)
     return (time.perf_counter() - started) / steps
 
 

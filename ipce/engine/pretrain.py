@@ -229,11 +229,36 @@ def pretrain_lr(config: PretrainConfig, step: int) -> float:
     return config.lr * (1 + math.cos(math.pi * done)) / 2
 
 
+def pretrain_optimizer(model: CorrespondenceScorer, config: PretrainConfig) -> torch.optim.AdamW:
+    """AdamW over the weights the pretraining trains. The token embedding (49408 x 128: 90 % of
+    the tiny model's weights) stays as drawn: random vectors already tell the words apart, and
+    its dense AdamW update was ~7x the rest's cost."""
+    model.clip.token_embedding.weight.requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def pretrain_step(model: CorrespondenceScorer, optimizer: torch.optim.Optimizer, pool: torch.Tensor, attrs: list[dict],
+                  rng: np.random.Generator, config: PretrainConfig, precision: str, device: torch.device) -> dict:
+    """One step at the optimizer's current rate: a batch drawn from the pool, its losses
+    (`pretrain_loss`), backward, update. Returns the losses' parts."""
+    from ipce.api import autocast
+
+    batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
+    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    batch.pictures = batch.pictures.to(device, memory_format=memory_format)
+    with autocast(device, precision), plain_attention(device):
+        loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return parts
+
+
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
              device: torch.device | str = "cpu", log=print, channels_last: bool = False) -> list[dict]:
     """Pretrain `model` in place (AdamW at pretrain_lr's rates); returns the losses every 50 steps.
     `channels_last`: ipce.utils.speed.use_channels_last, kept on the returned model."""
-    from ipce.api import autocast
     from ipce.utils.speed import use_channels_last
 
     device = torch.device(device)
@@ -242,25 +267,13 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
         use_channels_last(model)
     rng = np.random.default_rng(config.seed)
     pool, attrs = render_pool(config.pool, config.size, rng, config.degrade_rate)
-    # The token embedding (49408 x 128: 90 % of the tiny model's weights) stays as drawn: random
-    # vectors already tell the words apart, and its dense AdamW update was ~7x the rest's cost.
-    embedding = model.clip.token_embedding.weight
-    trainable = embedding.requires_grad
-    embedding.requires_grad_(False)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
+    trainable = model.clip.token_embedding.weight.requires_grad
+    optimizer = pretrain_optimizer(model, config)
     history, window, started = [], [], time.perf_counter()
     for step in range(1, config.steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = pretrain_lr(config, step)
-        batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
-        batch.pictures = batch.pictures.to(device, memory_format=memory_format)
-        with autocast(device, precision), plain_attention(device):
-            loss, parts = pretrain_loss(model, batch, config.swap_clean_only, config.look_loss)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        parts = pretrain_step(model, optimizer, pool, attrs, rng, config, precision, device)
         window.append(parts)
         if step % 50 == 0 or step == config.steps:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
@@ -268,6 +281,6 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
             window = []
             log(f"pretrain step {step}/{config.steps}: contrastive {mean['contrastive']:.3f}  "
                 f"swap {mean['swap']:.3f}  look {mean.get('look', 0):.3f}  ({time.perf_counter() - started:.0f} s)")
-    embedding.requires_grad_(trainable)
+    model.clip.token_embedding.weight.requires_grad_(trainable)
     model.eval()
     return history

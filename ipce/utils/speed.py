@@ -57,7 +57,7 @@ def _to_channels_last(module, args, output):
     return _Layout.apply(output, torch.channels_last, torch.contiguous_format)
 
 
-def use_channels_last(model: CorrespondenceScorer) -> CorrespondenceScorer:
+def use_channels_last(model: CorrespondenceScorer, narrow_batch_norm: int = NARROW_BATCH_NORM) -> CorrespondenceScorer:
     """Channels-last layout for the image tower's convolutions (a ViT has one, the patch
     embedding; a ResNet tower has them all): their weights are stored channels-last and
     `image_features` hands the views over channels-last. On CUDA cuDNN picks faster kernels;
@@ -65,12 +65,13 @@ def use_channels_last(model: CorrespondenceScorer) -> CorrespondenceScorer:
     tower's forward + backward (oneDNN's narrow convolutions are faster channels-last).
     The CPU's channels-last batch norm is 2-3x slower than channels-first below ~16 channels,
     so the narrow ones (the demo's stem and first block) take their input channels-first and
-    hand it back channels-last: another ~20 % of the tiny tower's forward + backward."""
+    hand it back channels-last: another ~20 % of the tiny tower's forward + backward
+    (`narrow_batch_norm`: the most channels of a batch norm run so; 0: none)."""
     visual = model.clip.visual
     visual.to(memory_format=torch.channels_last)  # 4-D weights only
     if not model.channels_last:  # hooks once
         for module in visual.modules():
-            if isinstance(module, torch.nn.BatchNorm2d) and module.num_features <= NARROW_BATCH_NORM:
+            if isinstance(module, torch.nn.BatchNorm2d) and module.num_features <= narrow_batch_norm:
                 module.register_forward_pre_hook(_to_channels_first)
                 module.register_forward_hook(_to_channels_last)
     model.channels_last = True
