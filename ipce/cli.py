@@ -14,7 +14,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--prompt", required=True, help="the prompt the images were generated from")
     p.add_argument("--checkpoint", required=True,
-                   help="ipce checkpoint, seed checkpoint, or a backbone name such as ViT-B-32 or tiny")
+                   help="ipce checkpoint, seed checkpoint, or a backbone name such as ViT-B-32 or tiny; scores "
+                        "come on the scale it was trained on (0..5, or its --mos-range)")
     p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
     p.add_argument("--patches", type=int, default=None, help="number of evaluation crops (default: checkpoint's)")
     p.add_argument("--device", default="cpu")
@@ -41,12 +42,15 @@ def _add_data_source_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-col", default="image", help="custom: image column (default: image)")
     p.add_argument("--prompt-col", default="prompt", help="custom: prompt column (default: prompt)")
     p.add_argument("--target-col", default=None, help="custom: score column (default: mos, optional)")
+    p.add_argument("--duplicates", choices=("keep", "first", "mean"), default="keep",
+                   help="an image listed more than once: keep every row as published (default), "
+                        "the first row, or one row with the mean score")
 
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("check-data", help="decode every image of a dataset and report problems")
     _add_data_source_arguments(p)
-    p.add_argument("--report", default=None, help="write problems to this CSV (path,row,problem)")
+    p.add_argument("--report", default=None, help="write problems and warnings to this CSV (path,row,severity,problem)")
     p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_check_data)

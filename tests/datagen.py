@@ -1,9 +1,10 @@
 """Helpers that write tiny images and dataset layouts into a folder (usually pytest's tmp_path).
 
-The published layouts are built from the REAL sample annotation files in
-`<shared>/data/annotation-samples/` (located through `$IPCE_SHARED` or the
-`shared/` folder beside the repository); the image names are read here with the
-csv module / openpyxl, independently of `ipce.datasets.sources`.
+The published layouts are built from the REAL sample annotation files copied into
+`tests/data/annotation-samples/`; the whole published files (annotations and the
+original authors' split folders, unchanged) are `tests/data/published.tar.xz`,
+unpacked once per test run by `published_dir()`. Image names are read here with
+the csv module / openpyxl, independently of `ipce.datasets.sources`.
 """
 from __future__ import annotations
 
@@ -26,31 +27,34 @@ LAYOUTS = {
 }
 
 
-def shared_dir() -> Path | None:
-    """The project's shared/ folder: $IPCE_SHARED, else shared/ beside the repository."""
-    env = os.environ.get("IPCE_SHARED")
-    candidates = [Path(env)] if env else []
-    candidates.append(REPO.parent / "shared")
-    for path in candidates:
-        if (path / "data" / "annotation-samples").is_dir():
-            return path
-    return None
+DATA = REPO / "tests" / "data"
 
 
-def samples_dir() -> Path | None:
-    shared = shared_dir()
-    return None if shared is None else shared / "data" / "annotation-samples"
+def samples_dir() -> Path:
+    return DATA / "annotation-samples"
+
+
+_PUBLISHED: list[Path] = []
+
+
+def published_dir() -> Path:
+    """The whole published files (`published/` of the tarball), unpacked once into a temporary folder."""
+    import atexit
+    import tarfile
+    import tempfile
+
+    if not _PUBLISHED:
+        root = Path(tempfile.mkdtemp(prefix="ipce-published-"))
+        atexit.register(shutil.rmtree, root, True)
+        with tarfile.open(DATA / "published.tar.xz") as tar:
+            tar.extractall(root, filter="data")
+        _PUBLISHED.append(root / "published")
+    return _PUBLISHED[0]
 
 
 def require_samples() -> Path:
-    """The samples folder, or skip the calling test with the reason."""
-    import pytest
-
-    path = samples_dir()
-    if path is None:
-        pytest.skip("annotation samples not found: set IPCE_SHARED or put shared/ beside the repository "
-                    "(shared/data/annotation-samples)")
-    return path
+    """The sample rows' folder (part of the repository)."""
+    return samples_dir()
 
 
 def write_image(path, size=(32, 32), color=None, seed: int | None = None, quality: int = 90) -> Path:

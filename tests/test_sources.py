@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ipce.datasets.sources import DATASETS, Record, read_custom, read_dataset
+from ipce.datasets.sources import DATASETS, Record, load_custom, read_custom, read_dataset
 from ipce.errors import DataError
 from tests.datagen import build_preset, csv_rows, require_samples, write_image, xlsx_rows
 
@@ -290,11 +290,35 @@ def test_empty_prompt_names_file_and_row(tmp_path):
     assert str(path) in str(err) and "row 6" in str(err) and "empty prompt" in str(err)
 
 
-def test_duplicate_image_names_file_and_both_rows(tmp_path):
-    path = _write(tmp_path / "l.csv", "image,prompt,mos\na.png,x,1\nb.png,y,2\n./a.png,z,3\n")
-    err = _error(read_custom, path, tmp_path)
-    assert str(path) in str(err) and "row 4" in str(err) and "row 2" in str(err) and "twice" in str(err)
-    assert err.kind == "duplicate"
+def test_duplicate_image_is_a_warning_with_both_rows_and_each_policy(tmp_path):
+    path = _write(tmp_path / "l.csv", "image,prompt,mos\na.png,x,1\nb.png,y,2\n./a.png,z,4\n")
+    found = load_custom(path, tmp_path)
+    assert not found.problems and found.rows == 3
+    assert [r.target for r in found.records] == [1.0, 2.0, 4.0]  # kept as published
+    (warning,) = found.warnings
+    assert warning.kind == "duplicate" and warning.row == 2 and "\n" not in warning.message
+    for text in (str(path), "rows 2 (score 1) and 4 (score 4)", "the prompts differ", "--duplicates"):
+        assert text in warning.message
+    first = load_custom(path, tmp_path, duplicates="first")
+    assert [(r.name, r.target) for r in first.records] == [("a.png", 1.0), ("b.png", 2.0)]
+    mean = load_custom(path, tmp_path, duplicates="mean")
+    assert [(r.name, r.row, r.target) for r in mean.records] == [("a.png", 2, 2.5), ("b.png", 3, 2.0)]
+    assert len(first.warnings) == len(mean.warnings) == 1
+    assert read_custom(path, tmp_path) == found.records  # a warning does not stop a reader
+    assert "first, mean" in str(_error(load_custom, path, tmp_path, duplicates="last"))
+
+
+def test_every_bad_row_is_collected_and_the_good_rows_kept(tmp_path):
+    path = _write(tmp_path / "l.csv", "image,prompt,mos\na.png,x,1\n,y,2\nc.png,,3\nd.png,z,abc\n"
+                                      "e.png,w,nan\nf.png,,\ng.png,v,2.5\n")
+    found = load_custom(path, tmp_path)
+    assert [r.name for r in found.records] == ["a.png", "g.png"] and found.rows == 7
+    assert [(p.row, p.kind) for p in found.problems] == [
+        (3, "empty-name"), (4, "empty-prompt"), (5, "bad-score"), (6, "bad-score"), (7, "empty-prompt"),
+        (7, "bad-score")]
+    assert all(str(path) in p.message and f"row {p.row}" in p.message for p in found.problems)
+    err = _error(read_custom, path, tmp_path)  # the strict reader names the first and counts the rest
+    assert err.row == 3 and "and 5 more problem(s)" in str(err) and "ipce check-data" in str(err)
 
 
 def test_row_numbers_count_quoted_newlines_and_blank_lines(tmp_path):

@@ -7,7 +7,8 @@ import pytest
 
 from ipce.cli import main
 from ipce.datasets.sources import Record, read_custom
-from ipce.datasets.splits import Split, holdout_splits, import_split_dir, random_splits, write_split_dir
+from ipce.datasets.splits import (Split, holdout_splits, import_split_dir, random_splits, read_split_dir,
+                                  write_split_dir)
 from ipce.errors import DataError
 from tests.datagen import write_image
 
@@ -141,36 +142,68 @@ def test_import_dataset_formats_and_basename_match(tmp_path):
                                       'DALLE,001-1.png,1,2,3,"""y"""\n')
     (folder / "val.csv").write_text("name,prompt\n002-1.png,z\n")  # unique base name is enough
     assert import_split_dir(tmp_path, records) == [Split(train=[1, 0], val=[2])]
-    (folder / "val.csv").write_text("name,prompt\n001-1.png,z\n")  # ambiguous base name
-    with pytest.raises(DataError) as info:
-        import_split_dir(tmp_path, records)
-    assert str(folder / "val.csv") in str(info.value) and "row 2" in str(info.value)
+    (folder / "val.csv").write_text("name,prompt\n001-1.png,z\n002-1.png,z\n")  # ambiguous base name
+    [(number, split)], [check] = read_split_dir(tmp_path, records)
+    assert number == 0 and split.val == [2]
+    assert check.missing == 1 and "001-1.png (row 2: matches 2 records by base name)" in check.examples["missing"]
 
 
-def test_import_unknown_name_names_file_and_row(tmp_path):
+def test_unknown_names_are_counted_as_missing_with_examples(tmp_path):
     records = _records(5)
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "train.csv").write_text(f"image,prompt,mos\n{records[0].name},a,1\nghost.png,b,2\n")
-    (tmp_path / "1" / "val.csv").write_text(f"image,prompt,mos\n{records[1].name},a,1\n")
-    with pytest.raises(DataError) as info:
-        import_split_dir(tmp_path, records)
-    message = str(info.value)
-    assert str(tmp_path / "1" / "train.csv") in message and "row 3" in message and "ghost.png" in message
+    (tmp_path / "1" / "val.csv").write_text(f"image,prompt,mos\n{records[1].name},a,1\nspook.png,b,2\n")
+    [(_, split)], [check] = read_split_dir(tmp_path, records)
+    assert split == Split(train=[0], val=[1])
+    assert check.counts() == {"split": 1, "train": 1, "val": 1, "missing": 2, "overlap": 0}
+    assert check.examples["missing"] == ["ghost.png (row 3: matches no record)", "spook.png (row 3: matches no record)"]
+    assert "missing 2" in check.line() and "ghost.png" in check.line()
 
 
-def test_import_refuses_overlap_and_missing_files(tmp_path):
+def test_overlap_is_counted_kept_by_default_and_dropped_on_request(tmp_path):
     records = _records(5)
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "train.csv").write_text(f"{records[0].name},a,1\n{records[1].name},a,1\n")
     with pytest.raises(DataError) as info:
         import_split_dir(tmp_path, records)
     assert "val.csv" in str(info.value)
-    (tmp_path / "1" / "val.csv").write_text(f"{records[1].name},a,1\n")
-    with pytest.raises(DataError) as info:
-        import_split_dir(tmp_path, records)
-    assert records[1].name in str(info.value)
+    (tmp_path / "1" / "val.csv").write_text(f"{records[1].name},a,1\n{records[2].name},a,1\n{records[2].name},a,1\n")
+    [(_, split)], [check] = read_split_dir(tmp_path, records)
+    assert split == Split(train=[0, 1], val=[1, 2])  # as published: the record is on both sides
+    assert (check.overlap, check.repeated, check.dropped) == (1, 1, 0)
+    assert check.examples["overlap"] == [records[1].name]
+    [(_, clean)], [dropped] = read_split_dir(tmp_path, records, drop_overlap=True)
+    assert clean == Split(train=[0, 1], val=[2]) and dropped.dropped == 1 and dropped.val == 1
     with pytest.raises(DataError):
         import_split_dir(tmp_path / "empty", records)
+
+
+def test_records_of_the_same_name_are_told_apart_by_the_score_in_the_row(tmp_path):
+    # AGIQA-1K lists one image twice with two scores; the original split files carry either row
+    records = [Record(image=Path("/d/a.jpg"), prompt="p", target=t, name="a.jpg", row=r)
+               for r, t in ((2, 0.4414155439958131), (3, 2.084115711537598))]
+    records.append(Record(image=Path("/d/b.jpg"), prompt="p", target=1.0, name="b.jpg", row=4))
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "train.csv").write_text('Image,Prompt,MOS\na.jpg,"p",2.084115711537598\nb.jpg,p,1\n')
+    (tmp_path / "1" / "val.csv").write_text("Image,Prompt,MOS\na.jpg,p,0.4414155439958131\n")
+    [(_, split)], [check] = read_split_dir(tmp_path, records)
+    assert split == Split(train=[1, 2], val=[0]) and check.overlap == 0
+    (tmp_path / "1" / "train.csv").write_text("Image,Prompt,MOS\na.jpg,p,0.4414155439958131\n"
+                                              "a.jpg,p,2.084115711537598\n")
+    assert import_split_dir(tmp_path, records)[0].train == [0, 1]
+
+
+def test_a_folder_equal_to_an_earlier_one_is_named(tmp_path):
+    records = _records(6)
+    for k in (1, 2, 3):
+        (tmp_path / str(k)).mkdir()
+        val = [k % 2]
+        (tmp_path / str(k) / "train.csv").write_text("".join(f"{r.name},p,1\n" for i, r in enumerate(records)
+                                                         if i not in val))
+        (tmp_path / str(k) / "val.csv").write_text("".join(f"{records[i].name},p,1\n" for i in val))
+    _, checks = read_split_dir(tmp_path, records)
+    assert [c.same_as for c in checks] == [None, None, 1]
+    assert "the same split as 1" in checks[2].line()
 
 
 def test_splits_command_writes_the_layout(tmp_path, capsys):

@@ -4,8 +4,10 @@
 releases the GIL while decoding), shows a tqdm bar with the rate, and counts
 the prompts whose scoring text `a photo that perfectly matches '{prompt}'` is
 longer than CLIP's 77 tokens (open_clip's tokenizer, +2 for start/end of text;
-such texts are truncated when scored). Annotation-level problems (missing
-column, bad score, empty prompt, duplicate) are raised earlier by the readers.
+such texts are truncated when scored). `check_annotations` does the same for
+what a reader found (`Annotations`) and adds the reader's bad rows and warnings,
+so one run reports every problem of a dataset: bad rows, bad images, duplicates.
+Warnings never make a report fail.
 """
 from __future__ import annotations
 
@@ -20,27 +22,22 @@ from functools import lru_cache
 from pathlib import Path
 
 from ipce.datasets.images import image_problem_kind
+from ipce.datasets.problems import Problem
 
-__all__ = ["Problem", "CheckReport", "check_records", "filter_bad", "count_long_prompts", "format_report",
-           "write_report_csv", "CONTEXT_LENGTH", "PROMPT_TEMPLATE"]
+__all__ = ["Problem", "CheckReport", "check_records", "check_annotations", "filter_bad", "count_long_prompts",
+           "format_report", "write_report_csv", "CONTEXT_LENGTH", "PROMPT_TEMPLATE"]
 
 CONTEXT_LENGTH = 77
 PROMPT_TEMPLATE = "a photo that perfectly matches '{prompt}'"
 
 
 @dataclass
-class Problem:
-    path: str
-    row: int | None
-    kind: str
-    message: str
-
-
-@dataclass
 class CheckReport:
     records: int
     images_found: int
-    problems: list[Problem] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)  # unusable rows and images
+    warnings: list[Problem] = field(default_factory=list)  # reported, not fatal (duplicates)
+    rows: int | None = None         # rows of the annotation file (None: records not read from a file)
     score_min: float | None = None
     score_max: float | None = None
     long_prompts: int | None = 0    # records whose scoring text exceeds 77 tokens (None: tokenizer unavailable)
@@ -119,6 +116,16 @@ def check_records(records, workers: int = 2, progress: bool = True) -> CheckRepo
         seconds=time.perf_counter() - started)
 
 
+def check_annotations(annotations, workers: int = 2, progress: bool = True) -> CheckReport:
+    """`check_records` on the usable records of a reader's `Annotations`, with its bad rows (first) and
+    its warnings added: every problem of the dataset in one report."""
+    report = check_records(annotations.records, workers=workers, progress=progress)
+    report.problems = [*annotations.problems, *report.problems]
+    report.warnings = list(annotations.warnings)
+    report.rows = annotations.rows
+    return report
+
+
 def filter_bad(records, report: CheckReport) -> list:
     """The records whose image has no problem in `report`."""
     bad = {p.path for p in report.problems}
@@ -130,6 +137,8 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
     lines = []
     if source:
         lines.append(f"data: {source}")
+    if report.rows is not None:
+        lines.append(f"rows: {report.rows} in the annotations, {report.records} usable")
     lines.append(f"records: {report.records}")
     lines.append(f"images found: {report.images_found} of {report.records}")
     if report.problems:
@@ -137,6 +146,10 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
         lines.append(f"problems: {len(report.problems)} ({kinds})")
     else:
         lines.append("problems: none")
+    if report.warnings:
+        kinds = ", ".join(f"{kind} {count}" for kind, count in
+                          sorted(Counter(w.kind for w in report.warnings).items()))
+        lines.append(f"warnings: {len(report.warnings)} ({kinds}; reported, not a failure)")
     if report.score_min is None:
         lines.append("scores: none in the annotations")
     else:
@@ -145,24 +158,28 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
         lines.append("prompts over 77 tokens: not counted (open_clip is not installed)")
     else:
         lines.append(f"prompts over {CONTEXT_LENGTH} tokens: {report.long_prompts} (truncated when scored)")
-    for problem in report.problems[:show]:
-        where = f" (row {problem.row})" if problem.row is not None else ""
-        lines.append(f"  {problem.kind}{where}: {problem.message}")
-    if len(report.problems) > show:
-        lines.append(f"  ... and {len(report.problems) - show} more (write them all with --report FILE.csv)")
+    for label, items in (("", report.problems), ("warning ", report.warnings)):
+        for item in items[:show]:
+            where = f" (row {item.row})" if item.row is not None else ""
+            lines.append(f"  {label}{item.kind}{where}: {item.message}")
+        if len(items) > show:
+            lines.append(f"  ... and {len(items) - show} more {label or 'problem'}(s) "
+                         "(write them all with --report FILE.csv)")
     return "\n".join(lines)
 
 
-def write_report_csv(path, problems) -> None:
-    """Write `path,row,problem` rows (problem = "kind: message"); temporary file then rename."""
+def write_report_csv(path, problems, warnings=()) -> None:
+    """Write `path,row,severity,problem` rows (severity error or warning, problem = "kind: message");
+    temporary file then rename."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "row", "problem"])
-    for p in problems:
-        writer.writerow([p.path, "" if p.row is None else p.row, f"{p.kind}: {p.message}"])
+    writer.writerow(["path", "row", "severity", "problem"])
+    for severity, items in (("error", problems), ("warning", warnings)):
+        for p in items:
+            writer.writerow([p.path, "" if p.row is None else p.row, severity, f"{p.kind}: {p.message}"])
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:

@@ -14,6 +14,7 @@ spreadsheet: the sheet's row number).
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 import os
@@ -21,11 +22,14 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
 from ipce.datasets.images import make_data_error
+from ipce.datasets.problems import Problem
 from ipce.errors import DataError
 
-__all__ = ["Record", "DatasetInfo", "DATASETS", "ANNOTATION_KINDS", "read_dataset", "read_custom",
-           "generator_of", "dataset_info"]
+__all__ = ["Record", "DatasetInfo", "Annotations", "DATASETS", "ANNOTATION_KINDS", "DUPLICATE_POLICIES",
+           "load_dataset", "load_custom", "read_dataset", "read_custom", "apply_duplicates", "generator_of",
+           "dataset_info"]
 
 # Kinds carried by the DataError of a reader (`err.kind`).
 ANNOTATION_KINDS: dict[str, str] = {
@@ -36,7 +40,7 @@ ANNOTATION_KINDS: dict[str, str] = {
     "bad-score": "a score is empty, not a number, NaN or infinite",
     "empty-prompt": "a prompt is empty",
     "empty-name": "an image name is empty",
-    "duplicate": "an image is listed twice",
+    "duplicate": "an image is listed more than once (a warning: kept as the --duplicates policy says)",
     "bad-option": "an unknown preset, subset or target was asked for",
 }
 
@@ -68,17 +72,42 @@ class DatasetInfo:
     description: str
     annotations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # subset -> candidate files, preferred first
     image_dirs: dict[str, str] = field(default_factory=dict)              # subset -> image folder inside `folder`
+    file_sources: dict[str, str] = field(default_factory=dict)  # file -> where it comes from, when not `url`
 
     def __hash__(self) -> int:
         return hash(self.key)
 
+
+@dataclass
+class Annotations:
+    """What a reader found in an annotation file: the usable records, every row that cannot be used
+    (`problems`, left out of `records`) and every published quirk kept as the policy says (`warnings`)."""
+    records: list[Record]
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    source: Path | None = None
+    rows: int = 0  # data rows in the file, usable or not
+
+    def usable(self) -> list[Record]:
+        """The records, or `DataError` naming the first bad row and how many more there are."""
+        if self.problems:
+            first = self.problems[0]
+            more = len(self.problems) - 1
+            tail = f" (and {more} more problem(s); `ipce check-data` lists them all)" if more else ""
+            raise make_data_error(first.message + tail, kind=first.kind, path=first.path or None, row=first.row)
+        return self.records
+
+
+WINNERS_REPO = "https://github.com/pf0607/IPCE (folder data/)"
+DUPLICATE_POLICIES = ("keep", "first", "mean")
 
 DATASETS: dict[str, DatasetInfo] = {
     "agiqa1k": DatasetInfo(
         key="agiqa1k", folder="AGIQA-1K", targets={"quality": "MOS"}, default_target="quality",
         subsets=("all",), url="https://github.com/lcysyzxdxc/AGIQA-1k-Database",
         description="AGIQA-1K: 1,080 text-to-image images (2 generators) with quality MOS",
-        annotations={"all": ("all.csv", "AIGC_MOS_Zscore.xlsx")}, image_dirs={"all": "file"}),
+        annotations={"all": ("all.csv", "AIGC_MOS_Zscore.xlsx")}, image_dirs={"all": "file"},
+        file_sources={"all.csv": f"the challenge winners' repository {WINNERS_REPO}"}),
     "agiqa3k": DatasetInfo(
         key="agiqa3k", folder="AGIQA-3K", targets={"quality": "mos_quality", "alignment": "mos_align"},
         default_target="quality", subsets=("all",), url="https://github.com/lcysyzxdxc/AGIQA-3k-Database",
@@ -90,7 +119,8 @@ DATASETS: dict[str, DatasetInfo] = {
         default_target="quality", subsets=("all",), url="https://github.com/wangjiarui153/AIGCIQA2023",
         description="AIGCIQA2023: 2,400 images from 6 generators with quality, authenticity and "
                     "correspondence MOS (z-scores)",
-        annotations={"all": ("all_set.csv",)}, image_dirs={"all": ""}),
+        annotations={"all": ("all_set.csv",)}, image_dirs={"all": ""},
+        file_sources={"all_set.csv": f"the challenge winners' repository {WINNERS_REPO}"}),
     "aigcqa30k": DatasetInfo(
         key="aigcqa30k", folder="AIGCQA-30K-Image", targets={"quality": "mos"}, default_target="quality",
         subsets=("train", "val", "test"), url="https://www.modelscope.cn/datasets/lcysyzxdxc/AIGCQA-30K-Image",
@@ -146,7 +176,7 @@ def _line_starts(text: str) -> list[int] | None:
     return starts
 
 
-def _load_rows(path: Path) -> tuple[list[list[str]], list[int]]:
+def load_rows(path: Path) -> tuple[list[list[str]], list[int]]:
     """All non-blank rows of a CSV/XLSX as lists of strings, with their 1-based row numbers."""
     import pandas as pd
 
@@ -208,8 +238,14 @@ def _column(header: list[str], wanted: str, path: Path, row: int, hint: str = ""
                           kind="missing-column", path=path, row=row)
 
 
-def _score(text: str, path: Path, row: int, column: str) -> float:
-    raw = text.strip()
+def _score(raw, path: Path, row: int, column: str) -> float:
+    """A score cell as a float (a float from a .mat file passes through the same checks)."""
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise make_data_error(f"{path}, row {row}: score {raw!r} in column {column!r} is NaN or infinite; "
+                                  "fix the value or remove the row", kind="bad-score", path=path, row=row)
+        return raw
+    raw = (raw or "").strip()
     if not raw:
         raise make_data_error(f"{path}, row {row}: empty score in column {column!r}; fill it in or remove the row",
                               kind="bad-score", path=path, row=row)
@@ -230,33 +266,89 @@ def _cell(cells: list[str], index: int | None) -> str:
     return cells[index]
 
 
-def _build(path: Path, image_dir: Path, items, *, strip_quotes: bool = False,
-           generator_from_name: bool = True) -> list[Record]:
-    """items: (row, name, prompt, score_or_None, generator_or_None); validates and makes Records."""
+def _row_problems(path: Path, row: int, name: str, prompt: str, score,
+                  score_column: str | None) -> tuple[list[Problem], float | None]:
+    """Every problem of one row (empty name, empty prompt, bad score: a row cut short has empty cells),
+    and its score."""
+    problems: list[Problem] = []
+    if not name:
+        problems.append(Problem(str(path), row, "empty-name",
+                                f"{path}, row {row}: empty image name; fill it in or remove the row"))
+    if not prompt.strip():
+        problems.append(Problem(str(path), row, "empty-prompt",
+                                f"{path}, row {row}: empty prompt for image {_clip(name)!r}; "
+                                "fill in the prompt or remove the row"))
+    value = None
+    if score is not None:
+        try:
+            value = _score(score, path, row, score_column)
+        except DataError as err:
+            problems.append(Problem.of(err))
+    return problems, value
+
+
+def _build(path: Path, image_dir: Path, items, *, score_column: str | None = None, strip_quotes: bool = False,
+           generator_from_name: bool = True, duplicates: str = "keep") -> Annotations:
+    """items: (row, name, prompt, score cell or None, generator or None). Checks every row, collects
+    every problem (a bad row is left out of the records), then applies the duplicate policy."""
     base = Path(os.path.abspath(image_dir))
-    seen: dict[str, int] = {}
     records: list[Record] = []
-    for row, name, prompt, target, generator in items:
+    problems: list[Problem] = []
+    rows = 0
+    for row, name, prompt, score, generator in items:
+        rows += 1
         name = name.strip()
-        if not name:
-            raise make_data_error(f"{path}, row {row}: empty image name; fill it in or remove the row",
-                                  kind="empty-name", path=path, row=row)
         if strip_quotes and len(prompt) >= 2 and prompt[0] == '"' and prompt[-1] == '"':
             prompt = prompt[1:-1]
-        if not prompt.strip():
-            raise make_data_error(f"{path}, row {row}: empty prompt for image {_clip(name)!r}; "
-                                  "fill in the prompt or remove the row", kind="empty-prompt", path=path, row=row)
+        found, target = _row_problems(path, row, name, prompt, score, score_column)
+        if found:
+            problems.extend(found)
+            continue
         image = Path(os.path.normpath(base / name.replace("\\", "/")))
-        key = os.path.normcase(str(image))
-        if key in seen:
-            raise make_data_error(f"{path}, row {row}: image {_clip(name)!r} is listed twice (first at row "
-                                  f"{seen[key]}); remove one of the rows", kind="duplicate", path=path, row=row)
-        seen[key] = row
         if generator is None and generator_from_name:
             generator = generator_of(name)
         records.append(Record(image=image, prompt=prompt, target=target, name=name, generator=generator,
                               row=row, source=path))
-    return records
+    records, warnings = apply_duplicates(records, duplicates, path)
+    return Annotations(records=records, problems=problems, warnings=warnings, source=path, rows=rows)
+
+
+def _value(target: float | None) -> str:
+    return "no score" if target is None else f"score {target:.6g}"
+
+
+def apply_duplicates(records: list[Record], policy: str, path) -> tuple[list[Record], list[Problem]]:
+    """One warning per image listed more than once (its rows and values), and the records the policy keeps:
+    'keep' every row as published, 'first' the first row, 'mean' the first row with the mean score."""
+    if policy not in DUPLICATE_POLICIES:
+        raise make_data_error(f"--duplicates {policy}: choose one of {', '.join(DUPLICATE_POLICIES)}",
+                              kind="bad-option")
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        groups.setdefault(os.path.normcase(str(rec.image)), []).append(i)
+    repeated = [members for members in groups.values() if len(members) > 1]
+    if not repeated:
+        return records, []
+    done = {"keep": "kept every row as published (--duplicates first|mean for one row per image)",
+            "first": "kept the first row (--duplicates first)",
+            "mean": "kept one row with the mean score (--duplicates mean)"}[policy]
+    warnings, drop, replace = [], set(), {}
+    for members in repeated:
+        first = records[members[0]]
+        rows = " and ".join(f"{records[i].row} ({_value(records[i].target)})" for i in members)
+        prompts = {records[i].prompt for i in members}
+        differ = "; the prompts differ" if len(prompts) > 1 else ""
+        warnings.append(Problem(str(path), first.row, "duplicate",
+                                f"{path}: image {_clip(first.name)!r} is listed {len(members)} times, rows {rows}"
+                                f"{differ}; {done}"))
+        if policy == "keep":
+            continue
+        drop.update(members[1:])
+        targets = [records[i].target for i in members]
+        if policy == "mean" and all(t is not None for t in targets):
+            replace[members[0]] = dataclasses.replace(first, target=sum(targets) / len(targets))
+    kept = [replace.get(i, rec) for i, rec in enumerate(records) if i not in drop]
+    return kept, warnings
 
 
 def _looks_like_header(cells: list[str], score_index: int | None) -> bool:
@@ -279,8 +371,8 @@ def _looks_like_header(cells: list[str], score_index: int | None) -> bool:
 
 def _read_header_table(path: Path, image_dir: Path, name_col: str, prompt_col: str, target_col: str | None,
                        *, require_target: bool = True, strip_quotes: bool = False,
-                       model_col: str | None = None, hint: str = "") -> list[Record]:
-    rows, numbers = _load_rows(path)
+                       model_col: str | None = None, hint: str = "", duplicates: str = "keep") -> Annotations:
+    rows, numbers = load_rows(path)
     if not rows:
         raise make_data_error(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
     header, header_row = [h.strip() for h in rows[0]], numbers[0]
@@ -306,15 +398,17 @@ def _read_header_table(path: Path, image_dir: Path, name_col: str, prompt_col: s
                 model = _cell(cells, i_model).strip()
                 generator = model or None
                 name = f"{model}/{name}" if model and name else name
-            score = _score(_cell(cells, i_target), path, row, target_name) if i_target is not None else None
+            score = _cell(cells, i_target) if i_target is not None else None
             yield row, name, _cell(cells, i_prompt), score, generator
 
-    return _build(path, image_dir, items(), strip_quotes=strip_quotes, generator_from_name=i_model is None)
+    return _build(path, image_dir, items(), score_column=target_name, strip_quotes=strip_quotes,
+                  generator_from_name=i_model is None, duplicates=duplicates)
 
 
-def _read_headerless_or_header(path: Path, image_dir: Path, require_target: bool) -> list[Record]:
+def _read_headerless_or_header(path: Path, image_dir: Path, require_target: bool,
+                               duplicates: str = "keep") -> Annotations:
     """AIGCQA-30K: `name,prompt[,mos]`, a header row present or not (detected, never assumed)."""
-    rows, numbers = _load_rows(path)
+    rows, numbers = load_rows(path)
     if not rows:
         raise make_data_error(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
     width = max(len(r) for r in rows)
@@ -352,10 +446,10 @@ def _read_headerless_or_header(path: Path, image_dir: Path, require_target: bool
             if i_target is not None:
                 raw = _cell(cells, i_target)
                 if require_target or raw.strip():
-                    score = _score(raw, path, row, target_name)
+                    score = raw
             yield row, _cell(cells, i_name), _cell(cells, i_prompt), score, None
 
-    return _build(path, image_dir, items())
+    return _build(path, image_dir, items(), score_column=target_name, duplicates=duplicates)
 
 
 def _normalise_subset(info: DatasetInfo, subset: str | None) -> str:
@@ -383,8 +477,26 @@ def _resolve_target(info: DatasetInfo, target: str | None) -> tuple[str, str]:
                           kind="bad-option")
 
 
-def read_dataset(preset: str, data_root="data", subset: str = "train", target: str | None = None) -> list[Record]:
-    """Read a published dataset from `<data_root>/<folder>/` in its own annotation format."""
+def _where_to_get(info: DatasetInfo, names) -> str:
+    """Where each of the files `names` really comes from (the publisher, or the winners' repository)."""
+    by_source: dict[str, list[str]] = {}
+    for name in names:
+        by_source.setdefault(info.file_sources.get(name, info.url), []).append(name)
+    return "; ".join(f"{', '.join(files)} from {url}" for url, files in by_source.items())
+
+
+def _read_aigciqa2023_publisher(folder: Path, image_dir: Path, column: str, duplicates: str) -> Annotations:
+    """No all_set.csv: the publisher's .mat files and spreadsheets, read into the same records."""
+    if find_publisher_files(folder) is None:
+        raise make_data_error(missing_message(folder), kind="missing-file", path=folder / "all_set.csv")
+    source, items = publisher_items(folder, column)
+    return _build(source, image_dir, items, score_column=column, generator_from_name=False, duplicates=duplicates)
+
+
+def load_dataset(preset: str, data_root="data", subset: str = "train", target: str | None = None,
+                 duplicates: str = "keep") -> Annotations:
+    """Every row of a published dataset's annotations in `<data_root>/<folder>/`, read in its own format:
+    the usable records, every bad row as a problem, every repeated image as a warning."""
     info = dataset_info(preset)
     subset = _normalise_subset(info, subset)
     _, column = _resolve_target(info, target)
@@ -395,28 +507,30 @@ def read_dataset(preset: str, data_root="data", subset: str = "train", target: s
             f"{folder}: dataset folder not found; download {info.folder} from {info.url} and unpack it so that "
             f"{folder / candidates[0]} exists (or pass --data-root DIR)", kind="missing-file", path=folder)
     path = next((folder / c for c in candidates if (folder / c).is_file()), None)
+    if path is None and info.key == "aigciqa2023":
+        return _read_aigciqa2023_publisher(folder, folder / info.image_dirs[subset], column, duplicates)
     if path is None:
         also = f" (also looked for {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-        raise make_data_error(f"{folder / candidates[0]}: annotation file not found{also}; get it from {info.url}",
-                              kind="missing-file", path=folder / candidates[0])
+        raise make_data_error(f"{folder / candidates[0]}: annotation file not found{also}; get "
+                              f"{_where_to_get(info, candidates)}", kind="missing-file", path=folder / candidates[0])
     image_dir = folder / info.image_dirs[subset]
-    hint = f"use the publisher's file from {info.url}"
+    hint = f"use the published file ({_where_to_get(info, [path.name])})"
 
     if info.key == "agiqa1k":
-        return _read_header_table(path, image_dir, "Image", "Prompt", column, hint=hint)
+        return _read_header_table(path, image_dir, "Image", "Prompt", column, hint=hint, duplicates=duplicates)
     if info.key == "agiqa3k":
-        return _read_header_table(path, image_dir, "name", "prompt", column, hint=hint)
+        return _read_header_table(path, image_dir, "name", "prompt", column, hint=hint, duplicates=duplicates)
     if info.key == "aigciqa2023":
         return _read_header_table(path, image_dir, "image_name", "prompt", column, strip_quotes=True,
-                                  model_col="model", hint=hint)
-    return _read_headerless_or_header(path, image_dir, require_target=(subset == "train"))
+                                  model_col="model", hint=hint, duplicates=duplicates)
+    return _read_headerless_or_header(path, image_dir, require_target=(subset == "train"), duplicates=duplicates)
 
 
-def read_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",
-                require_target: bool = True) -> list[Record]:
-    """Any CSV/XLSX with a header row. Image names are relative to `images` (absolute ones are kept).
-    With `require_target=False` a missing target column gives targets of None; the generator is the
-    base name up to its first "_" (None without one)."""
+def load_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",
+                require_target: bool = True, duplicates: str = "keep") -> Annotations:
+    """Any CSV/XLSX with a header row, read like `load_dataset`. Image names are relative to `images`
+    (absolute ones are kept). With `require_target=False` a missing target column gives targets of None;
+    the generator is the base name up to its first "_" (None without one)."""
     path = Path(annotations)
     folder = Path(images)
     if not path.is_file():
@@ -424,4 +538,17 @@ def read_custom(annotations, images, image_col: str = "image", prompt_col: str =
                               path=path)
     if not folder.is_dir():
         raise make_data_error(f"{folder}: images folder not found; check --images", kind="missing-file", path=folder)
-    return _read_header_table(path, folder, image_col, prompt_col, target_col, require_target=require_target)
+    return _read_header_table(path, folder, image_col, prompt_col, target_col, require_target=require_target,
+                              duplicates=duplicates)
+
+
+def read_dataset(preset: str, data_root="data", subset: str = "train", target: str | None = None,
+                 duplicates: str = "keep") -> list[Record]:
+    """The records of `load_dataset`; a bad row raises `DataError` (the first, with the count of the rest)."""
+    return load_dataset(preset, data_root, subset, target, duplicates).usable()
+
+
+def read_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",
+                require_target: bool = True, duplicates: str = "keep") -> list[Record]:
+    """The records of `load_custom`; a bad row raises `DataError` (the first, with the count of the rest)."""
+    return load_custom(annotations, images, image_col, prompt_col, target_col, require_target, duplicates).usable()

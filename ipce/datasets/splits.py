@@ -14,21 +14,27 @@ groups of their own.
 
 Split folders: `<dir>/<k>/train.csv`, `val.csv` and optionally `test.csv`, k
 from 1 (0-based folders are accepted on import; folders sort numerically).
+Imported folders are read as published, every row: the original authors'
+folders have header-less files, an image on both sides, identical splits and
+an image listed twice in the dataset; `read_split_dir` counts what it finds
+(`SplitFileCheck`) instead of refusing the folder.
 """
 from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ipce.datasets.images import make_data_error
 
-__all__ = ["Split", "random_splits", "holdout_splits", "import_split_dir", "write_split_dir"]
+__all__ = ["Split", "SplitFileCheck", "random_splits", "holdout_splits", "read_split_dir", "import_split_dir",
+           "unusable_splits", "write_split_dir"]
 
 DEFAULT_SEED = 20200626
 _PARTS = ("train", "val", "test")
@@ -144,7 +150,7 @@ def _numbered_dirs(directory: Path) -> list[tuple[int, Path]]:
 
 
 def _name_column(rows: list[list[str]], names: set[str], basenames: dict[str, list[int]]):
-    """(column index or None for 'model/image_name', index of the first data row)."""
+    """(column index or (model, image_name) columns, index of the first data row)."""
     first = [c.strip() for c in rows[0]]
     lowered = [c.lower() for c in first]
     if first and (first[0] in names or first[0].replace("\\", "/").rsplit("/", 1)[-1] in basenames):
@@ -157,15 +163,46 @@ def _name_column(rows: list[list[str]], names: set[str], basenames: dict[str, li
     return 0, 0
 
 
-def _read_split_file(path: Path, records, by_name: dict[str, int], by_base: dict[str, list[int]]) -> list[int]:
-    from ipce.datasets.sources import _load_rows  # the same CSV reading (encoding, row numbers) as the readers
+def _numbers_in(cells: list[str]) -> list[float]:
+    values = []
+    for cell in cells:
+        try:
+            values.append(float(cell))
+        except ValueError:
+            pass
+    return values
 
-    rows, numbers = _load_rows(path)
+
+def _pick(candidates: list[int], cells: list[str], records, used: set[int]) -> int:
+    """The record a split row means among records of the same name (an image listed twice in the
+    dataset): the one whose score is in the row, not yet used in this file, else the first unused."""
+    if len(candidates) == 1:
+        return candidates[0]
+    values = _numbers_in(cells)
+    free = [i for i in candidates if i not in used] or candidates
+    for i in free:
+        target = records[i].target
+        if target is not None and any(math.isclose(target, v, rel_tol=1e-9, abs_tol=1e-12) for v in values):
+            return i
+    return free[0]
+
+
+@dataclass
+class _FileRead:
+    indices: list[int]
+    missing: list[str]      # names (and why) of rows that match no record
+    repeated: list[str]     # names of rows listing a record already in this file
+
+
+def _read_split_file(path: Path, records, by_name: dict[str, list[int]], by_base: dict[str, list[int]]) -> _FileRead:
+    from ipce.datasets.sources import load_rows  # the same CSV reading (encoding, row numbers) as the readers
+
+    rows, numbers = load_rows(path)
+    found = _FileRead([], [], [])
     if not rows:
-        return []
+        return found
     column, start = _name_column(rows, set(by_name), by_base)
-    indices: list[int] = []
-    seen: dict[int, int] = {}
+    used: set[int] = set()
     for cells, row in zip(rows[start:], numbers[start:]):
         if isinstance(column, tuple):
             model, image = (cells[c].strip() if c < len(cells) else "" for c in column)
@@ -173,41 +210,81 @@ def _read_split_file(path: Path, records, by_name: dict[str, int], by_base: dict
         else:
             name = cells[column].strip() if column < len(cells) else ""
         name = name.replace("\\", "/")
-        if name in by_name:
-            index = by_name[name]
-        else:
-            matches = by_base.get(name.rsplit("/", 1)[-1], [])
-            if len(matches) != 1:
-                why = "matches no record" if not matches else f"matches {len(matches)} records by base name"
-                raise make_data_error(f"{path}, row {row}: image {name!r} {why} of the dataset; "
-                                      "check that the split belongs to this dataset and subset",
-                                      kind="unknown-image", path=path, row=row)
-            index = matches[0]
-        if index in seen:
-            raise make_data_error(f"{path}, row {row}: image {name!r} is listed twice (first at row {seen[index]}); "
-                                  "remove one of the rows", kind="duplicate", path=path, row=row)
-        seen[index] = row
-        indices.append(index)
-    return indices
+        candidates = by_name.get(name) or by_base.get(name.rsplit("/", 1)[-1], [])
+        if not candidates or (name not in by_name and len({records[i].name for i in candidates}) > 1):
+            why = "no record" if not candidates else f"{len(candidates)} records by base name"
+            found.missing.append(f"{name} (row {row}: matches {why})")
+            continue
+        index = _pick(candidates, cells, records, used)
+        if index in used:
+            found.repeated.append(f"{name} (row {row})")
+            continue
+        used.add(index)
+        found.indices.append(index)
+    return found
 
 
-def import_split_dir(directory, records) -> list[Split]:
-    """Read `<dir>/<k>/train.csv`, `val.csv` (and `test.csv` when present), matching rows to records by
-    `Record.name`, or by base name when that is unique."""
+@dataclass(frozen=True)
+class SplitFileCheck:
+    """What one split folder holds, counted over every row of its files."""
+    split: int                      # the folder's number
+    train: int
+    val: int
+    test: int | None                # None without test.csv
+    missing: int                    # rows naming no record of the dataset
+    overlap: int                    # records in train and in val (or test)
+    repeated: int = 0               # rows listing a record already listed in the same file
+    dropped: int = 0                # overlapping records taken out of val/test (drop_overlap)
+    same_as: int | None = None      # the number of an earlier folder with exactly the same split
+    examples: dict = field(default_factory=dict)  # missing / overlap / repeated -> a few names
+
+    def counts(self) -> dict:
+        """The counts `ipce splits --from --json` prints."""
+        return {"split": self.split, "train": self.train, "val": self.val, "missing": self.missing,
+                "overlap": self.overlap}
+
+    def to_dict(self) -> dict:
+        return {**self.counts(), "test": self.test, "repeated": self.repeated, "dropped": self.dropped,
+                "same_as": self.same_as, "examples": self.examples}
+
+    def line(self) -> str:
+        test = f", test {self.test}" if self.test is not None else ""
+        text = (f"split {self.split}: train {self.train}, val {self.val}{test}, missing {self.missing}, "
+                f"overlap {self.overlap}")
+        if self.repeated:
+            text += f", repeated {self.repeated}"
+        if self.dropped:
+            text += f" ({self.dropped} dropped from val)"
+        if self.same_as is not None:
+            text += f", the same split as {self.same_as}"
+        shown = [f"{kind}: {', '.join(names)}" for kind, names in self.examples.items() if names]
+        return text + (f" [{'; '.join(shown)}]" if shown else "")
+
+
+EXAMPLES = 3
+
+
+def read_split_dir(directory, records, drop_overlap: bool = False) -> tuple[list[tuple[int, Split]],
+                                                                            list[SplitFileCheck]]:
+    """Every split folder `<dir>/<k>/train.csv`, `val.csv` (and `test.csv` when present), read as published:
+    rows are matched to records by `Record.name` (by base name when that is unique; among records of the
+    same name by the score in the row); rows that match no record and records on both sides are counted,
+    not fatal. Returns ((folder number, split), ...) and one `SplitFileCheck` per folder."""
     directory = Path(directory)
     folders = _numbered_dirs(directory)
     if not folders:
         raise make_data_error(f"{directory}: no numbered split folders (expected {directory}/1/train.csv, "
-                              f"{directory}/1/val.csv, ...); check --splits", kind="missing-file", path=directory)
-    by_name: dict[str, int] = {}
+                              f"{directory}/1/val.csv, ...); check --splits-dir", kind="missing-file", path=directory)
+    by_name: dict[str, list[int]] = {}
     by_base: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
         name = rec.name.replace("\\", "/")
-        by_name.setdefault(name, i)
+        by_name.setdefault(name, []).append(i)
         by_base.setdefault(name.rsplit("/", 1)[-1], []).append(i)
-    splits = []
-    for _, folder in folders:
-        parts: dict[str, list[int]] = {}
+    splits, checks = [], []
+    seen: dict[tuple, int] = {}
+    for number, folder in folders:
+        parts: dict[str, _FileRead] = {}
         for part in _PARTS:
             path = folder / f"{part}.csv"
             if not path.is_file():
@@ -216,17 +293,35 @@ def import_split_dir(directory, records) -> list[Split]:
                 raise make_data_error(f"{path}: split file not found; every split folder needs train.csv and val.csv",
                                       kind="missing-file", path=path)
             parts[part] = _read_split_file(path, records, by_name, by_base)
-        owner: dict[int, str] = {}
-        for part, indices in parts.items():
-            for index in indices:
-                if index in owner:
-                    raise make_data_error(
-                        f"{folder / (part + '.csv')}: image {records[index].name!r} is also in "
-                        f"{owner[index]}.csv of the same split; a record may be on one side only",
-                        kind="duplicate", path=folder / f"{part}.csv")
-                owner[index] = part
-        splits.append(Split(train=parts["train"], val=parts["val"], test=parts.get("test", ())))
-    return splits
+        train = set(parts["train"].indices)
+        held = [part for part in ("val", "test") if part in parts]
+        both = sorted({i for part in held for i in parts[part].indices if i in train})
+        kept = {part: [i for i in parts[part].indices if not (drop_overlap and i in train)] for part in held}
+        key = tuple(tuple(sorted(v)) for v in (parts["train"].indices, *kept.values()))  # to spot a repeated split
+        examples = {"missing": [m for p in parts.values() for m in p.missing][:EXAMPLES],
+                    "overlap": [records[i].name for i in both][:EXAMPLES],
+                    "repeated": [r for p in parts.values() for r in p.repeated][:EXAMPLES]}
+        checks.append(SplitFileCheck(
+            split=number, train=len(parts["train"].indices), val=len(kept["val"]),
+            test=len(kept["test"]) if "test" in kept else None,
+            missing=sum(len(p.missing) for p in parts.values()), overlap=len(both),
+            repeated=sum(len(p.repeated) for p in parts.values()),
+            dropped=sum(len(parts[p].indices) - len(kept[p]) for p in held),
+            examples={k: v for k, v in examples.items() if v},
+            same_as=seen.get(key)))
+        seen.setdefault(key, number)
+        splits.append((number, Split(train=parts["train"].indices, val=kept["val"], test=kept.get("test", ()))))
+    return splits, checks
+
+
+def unusable_splits(checks: list[SplitFileCheck]) -> list[SplitFileCheck]:
+    """The split folders a run cannot train on: no training record, or nothing held out."""
+    return [c for c in checks if c.train == 0 or c.val == 0]
+
+
+def import_split_dir(directory, records, drop_overlap: bool = False) -> list[Split]:
+    """The splits of `read_split_dir`, in folder order."""
+    return [split for _, split in read_split_dir(directory, records, drop_overlap)[0]]
 
 
 def _write_atomic(path: Path, text: str) -> None:
