@@ -62,9 +62,14 @@ def _run_check_data(args: argparse.Namespace) -> int:
 
 
 def _add_splits(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("splits", help="write seeded train/val split files (<out>/<k>/train.csv, val.csv)")
+    p = sub.add_parser("splits", help="write seeded train/val split files (<out>/<k>/train.csv, val.csv), "
+                                      "or check split files (--from)")
     _add_data_source_arguments(p)
-    p.add_argument("--out", required=True, help="folder for the split files")
+    p.add_argument("--out", default=None, help="folder for the split files (required unless --from)")
+    p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
+                   help="check the split folders DIR/<k>/train.csv, val.csv against the dataset instead "
+                        "(read-only): one line per split with train, val, missing and overlap counts")
+    p.add_argument("--json", action="store_true", help="with --from: print the counts as a JSON list")
     p.add_argument("--n", type=int, default=10, help="number of splits (default: 10)")
     p.add_argument("--ratio", type=float, default=0.8, help="training fraction (default: 0.8)")
     p.add_argument("--seed", type=int, default=20200626, help="random seed (default: 20200626)")

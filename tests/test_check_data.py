@@ -115,3 +115,36 @@ def test_cli_missing_dataset_and_bad_flags(tmp_path, capsys):
     assert "ipce: error: --preset nosuch" in capsys.readouterr().err
     assert main(["check-data", "--annotations", "x.csv"]) == 1
     assert "--images" in capsys.readouterr().err
+
+
+def test_one_run_lists_every_bad_row_bad_image_and_duplicate(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # a 64x64 picture is then a decompression bomb
+    images = tmp_path / "imgs"
+    for name in ("ok.png", "dup.png", "yak.png"):
+        write_image(images / name, size=(16, 16))
+    write_image(images / "bomb.png", size=(64, 64))
+    (images / "empty.png").write_bytes(b"")
+    (images / "text.png").write_text("not an image")
+    write_image(images / "cut.png", size=(30, 30), seed=3)
+    (images / "cut.png").write_bytes((images / "cut.png").read_bytes()[:200])
+    lines = ["image,prompt,mos", "ok.png,a cat,1", ",no name,2", "ok.png,,3", "dup.png,a dog,x", "dup.png,a dog,2",
+             "dup.png,a dog,4", "gone.png,a fox,1", "empty.png,an owl,1", "text.png,a bee,1", "cut.png,a cow,1",
+             "yak.png,a yak,inf", "bomb.png,a bomb,1"]
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.csv"
+    code = main(["check-data", "--annotations", str(tmp_path / "l.csv"), "--images", str(images),
+                 "--target-col", "mos", "--no-progress", "--report", str(report)])
+    out = capsys.readouterr().out
+    assert code == 1
+    rows = _report_rows(report)
+    found = sorted((int(r["row"]), r["severity"], r["problem"].split(":", 1)[0]) for r in rows)
+    assert found == [(3, "error", "empty-name"), (4, "error", "empty-prompt"), (5, "error", "bad-score"),
+                     (6, "warning", "duplicate"), (8, "error", "missing"), (9, "error", "empty"),
+                     (10, "error", "not-an-image"), (11, "error", "truncated"), (12, "error", "bad-score"),
+                     (13, "error", "too-large")]
+    assert "rows: 12 in the annotations, 8 usable" in out
+    assert "problems: 9 (bad-score 2, empty 1, empty-name 1, empty-prompt 1, missing 1, not-an-image 1, " \
+           "too-large 1, truncated 1)" in out
+    assert "warnings: 1 (duplicate 1" in out and "rows 6 (score 2) and 7 (score 4)" in out

@@ -187,7 +187,8 @@ def test_records_of_the_same_name_are_told_apart_by_the_score_in_the_row(tmp_pat
     (tmp_path / "1" / "train.csv").write_text('Image,Prompt,MOS\na.jpg,"p",2.084115711537598\nb.jpg,p,1\n')
     (tmp_path / "1" / "val.csv").write_text("Image,Prompt,MOS\na.jpg,p,0.4414155439958131\n")
     [(_, split)], [check] = read_split_dir(tmp_path, records)
-    assert split == Split(train=[1, 2], val=[0]) and check.overlap == 0
+    assert split == Split(train=[1, 2], val=[0])  # each row its own record, by the score it carries
+    assert check.overlap == 1  # but the image itself is on both sides
     (tmp_path / "1" / "train.csv").write_text("Image,Prompt,MOS\na.jpg,p,0.4414155439958131\n"
                                               "a.jpg,p,2.084115711537598\n")
     assert import_split_dir(tmp_path, records)[0].train == [0, 1]

@@ -1,10 +1,18 @@
-"""`ipce splits`: write seeded train/val split files in the `<out>/<k>/train.csv,val.csv` layout."""
+"""`ipce splits`: write seeded train/val split files in the `<out>/<k>/train.csv,val.csv` layout, or,
+with `--from DIR`, check existing split folders against the dataset without writing anything."""
 from __future__ import annotations
 
 import argparse
+import json
+
+from ipce.errors import IpceError
 
 
 def splits_command(args: argparse.Namespace) -> int:
+    if getattr(args, "from_dir", None):
+        return check_split_files(args)
+    if not args.out:
+        raise IpceError("--out: required (the folder for the split files), unless --from DIR checks existing ones")
     from ipce.commands.check_data import records_from_args
     from ipce.datasets.splits import random_splits, split_summary, write_split_dir
 
@@ -13,4 +21,27 @@ def splits_command(args: argparse.Namespace) -> int:
     write_split_dir(args.out, records, splits)
     grouped = f", grouped by {args.group_by}" if args.group_by else ""
     print(f"{source}: {len(records)} records -> {split_summary(splits)} (seed {args.seed}{grouped}) in {args.out}")
+    return 0
+
+
+def check_split_files(args: argparse.Namespace) -> int:
+    """Exit 0 when every split folder has training and held-out records, 1 otherwise."""
+    from ipce.commands.check_data import annotations_from_args
+    from ipce.datasets.splits import read_split_dir, unusable_splits
+
+    found, source = annotations_from_args(args)
+    _, checks = read_split_dir(args.from_dir, found.records)
+    if args.json:
+        print(json.dumps([c.counts() for c in checks]))
+    else:
+        print(f"{args.from_dir} against {source} ({len(found.records)} records):")
+        for check in checks:
+            print(check.line())
+        for warning in found.warnings:
+            print(f"warning: {warning.message}")
+    bad = unusable_splits(checks)
+    if bad:
+        if not args.json:
+            print(f"unusable: split {', '.join(str(c.split) for c in bad)} (no training or no held-out record)")
+        return 1
     return 0

@@ -232,7 +232,7 @@ class SplitFileCheck:
     val: int
     test: int | None                # None without test.csv
     missing: int                    # rows naming no record of the dataset
-    overlap: int                    # records in train and in val (or test)
+    overlap: int                    # held-out records whose image is also in train
     repeated: int = 0               # rows listing a record already listed in the same file
     dropped: int = 0                # overlapping records taken out of val/test (drop_overlap)
     same_as: int | None = None      # the number of an earlier folder with exactly the same split
@@ -293,10 +293,12 @@ def read_split_dir(directory, records, drop_overlap: bool = False) -> tuple[list
                 raise make_data_error(f"{path}: split file not found; every split folder needs train.csv and val.csv",
                                       kind="missing-file", path=path)
             parts[part] = _read_split_file(path, records, by_name, by_base)
-        train = set(parts["train"].indices)
+        # overlap is by image file: an image listed twice in the dataset (two records) on both sides leaks too
+        train = {records[i].image for i in parts["train"].indices}
         held = [part for part in ("val", "test") if part in parts]
-        both = sorted({i for part in held for i in parts[part].indices if i in train})
-        kept = {part: [i for i in parts[part].indices if not (drop_overlap and i in train)] for part in held}
+        both = sorted({i for part in held for i in parts[part].indices if records[i].image in train})
+        kept = {part: [i for i in parts[part].indices if not (drop_overlap and records[i].image in train)]
+                for part in held}
         key = tuple(tuple(sorted(v)) for v in (parts["train"].indices, *kept.values()))  # to spot a repeated split
         examples = {"missing": [m for p in parts.values() for m in p.missing][:EXAMPLES],
                     "overlap": [records[i].name for i in both][:EXAMPLES],
