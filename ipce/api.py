@@ -9,18 +9,15 @@ from typing import Iterable, Sequence
 import torch
 from PIL import Image
 
+from ipce.datasets.sources import generator_of
 from ipce.datasets.views import ViewConfig, make_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer
+from ipce.models.scale import ScoreScale, scale_of
 
 COMBINES = ("mean", "product")
 PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-def generator_of(name: str | Path) -> str:
-    """The generator of an AIGC image file: its name up to the first '_' (e.g. 'DALLE2')."""
-    return Path(str(name)).name.split("_", 1)[0]
 
 
 def prefixed_prompt(prompt: str, prefix: str | None, generator: str | None) -> str:
@@ -61,19 +58,35 @@ class Member:
     views: ViewConfig
     prompt_prefix: str | None = None
 
+    @property
+    def scale(self) -> ScoreScale:
+        """The scale this model answers on: its checkpoint's `mos_range` (without one, 0..5)."""
+        return scale_of(self.meta.get("mos_range"))
+
 
 class Scorer:
-    """Scores images against prompts with one model or an ensemble."""
+    """Scores images against prompts with one model or an ensemble, on the scale the models were
+    trained on (`scale`; 0..5 unless trained with --mos-range)."""
 
     def __init__(self, members: list[Member], combine: str = "mean", device: str | torch.device = "cpu",
                  precision: str = "fp32", batch_size: int = 16):
         if combine not in COMBINES:
             raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {combine!r}")
+        scales = {m.scale for m in members}
+        if len(scales) > 1:  # combine is defined on the model's 0..5, but there is no one scale to answer on
+            listed = ", ".join(f"model {i + 1} on {m.scale}" for i, m in enumerate(members))
+            raise IpceError(f"the ensemble's models were trained on different score scales ({listed}); "
+                            "ensemble only models of one --mos-range")
         self.members = members
         self.combine = combine
         self.device = torch.device(device)
         self.precision = precision
         self.batch_size = batch_size
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        """(lo, hi) of the scores this scorer returns."""
+        return self.members[0].scale.range
 
     @property
     def view_configs(self) -> list[ViewConfig]:
@@ -82,7 +95,8 @@ class Scorer:
     @torch.no_grad()
     def score_views(self, views: dict[ViewConfig, tuple[torch.Tensor, torch.Tensor]], prompts: Sequence[str],
                     generators: Sequence[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(combined [B], per-model [M, B]) for prepared views (one (crops, global) per view config)."""
+        """(combined [B], per-model [M, B]) for prepared views (one (crops, global) per view config),
+        on the scorer's scale."""
         generators = generators or [None] * len(prompts)
         rows = []
         for member in self.members:
@@ -93,11 +107,14 @@ class Scorer:
                                       glob.to(self.device, non_blocking=True), texts)
             rows.append(scores.float().cpu())
         per_model = torch.stack(rows)
-        return combine_scores(per_model, self.combine), per_model
+        scale = self.members[0].scale  # every member's (checked in __init__)
+        # combine on the model's 0..5 (the product rule q1*q2/5 is defined there), then map back
+        return scale.to_data(combine_scores(per_model, self.combine)), scale.to_data(per_model)
 
     def score(self, images: Sequence[str | Path | Image.Image] | str | Path | Image.Image,
               prompts: Sequence[str] | str, generators: Sequence[str | None] | None = None) -> list[float]:
-        """Scores on 0..5 for images (paths or PIL images) and one prompt or one per image."""
+        """Scores on `self.scale` (0..5 unless trained with --mos-range) for images (paths or PIL
+        images) and one prompt or one per image."""
         return self.score_detailed(images, prompts, generators)[0]
 
     def score_detailed(self, images, prompts, generators=None) -> tuple[list[float], list[list[float]]]:
@@ -112,7 +129,7 @@ class Scorer:
         if len(prompts) != len(images):
             raise IpceError(f"got {len(images)} images but {len(prompts)} prompts: give one prompt or one per image")
         if generators is None:
-            generators = [None if isinstance(im, Image.Image) else generator_of(im) for im in images]
+            generators = [None if isinstance(im, Image.Image) else generator_of(str(im)) for im in images]
         combined, per_model = [], [[] for _ in self.members]
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from ipce.errors import IpceError
+from ipce.models.scale import scale_of
 
 
 @dataclass
@@ -21,8 +22,10 @@ class TrainConfig:
     prompt_col: str = "prompt"
     target_col: str = "mos"
     target: str | None = None  # dataset target name (quality, alignment, ...); None: the dataset's default
+    mos_range: tuple[float, float] | None = None  # the scores' scale LO..HI; None: the model's 0..5, unchecked
     prompt_prefix: str | None = None  # 'generator': the text is "{generator} {prompt}" (NTIRE second model)
     skip_bad: bool = False
+    duplicates: str = "keep"  # an image listed more than once: keep (as published), first, mean
     # model
     backbone: str = "ViT-B-32"
     weights: str | None = None
@@ -47,6 +50,7 @@ class TrainConfig:
     splits: list[int] = field(default_factory=list)  # which splits to run (1-based); empty: all
     group_by: str | None = None
     splits_dir: str | None = None
+    drop_overlap: bool = False  # records on both sides of an imported split leave its held-out part
     seed: int = 20200626
     # running
     device: str = "cpu"
@@ -86,8 +90,11 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
             values[key] = value
     if overrides.get("annotations"):
         values["dataset"] = None
+        values["mos_range"] = overrides.get("mos_range")  # the preset's range is its dataset's, not this file's
         if preset is None:
             values["preset"] = "custom"
+    if values.get("mos_range") is not None:
+        values["mos_range"] = tuple(float(v) for v in values["mos_range"])  # TOML and JSON give lists
     config = TrainConfig(**values)
     validate(config)
     return config
@@ -104,12 +111,21 @@ def validate(config: TrainConfig) -> None:
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.accumulate >= 1, "--accumulate must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
+        (config.resize >= 224, f"--resize {config.resize}: must be at least 224 (the crop size)"),
+        (config.train_patches >= 1, f"--train-patches {config.train_patches}: must be at least 1"),
+        (config.eval_patches >= 1, f"--eval-patches {config.eval_patches}: must be at least 1"),
         (0 < config.ratio < 1, "--ratio must be between 0 and 1"),
-        (all(1 <= s <= config.n_splits for s in config.splits),
+        (config.splits_dir is not None or all(1 <= s <= config.n_splits for s in config.splits),
          f"--splits {config.splits}: splits are numbered 1..{config.n_splits}"),
+        (config.duplicates in ("keep", "first", "mean"),
+         f"--duplicates {config.duplicates}: use keep, first or mean"),
         ((config.annotations is None) == (config.images is None) or config.dataset is not None,
          "custom data needs both --annotations FILE and --images DIR"),
     ]
     for ok, message in checks:
         if not ok:
             raise IpceError(message)
+    if config.mos_range is not None:
+        if len(config.mos_range) != 2:
+            raise IpceError(f"--mos-range {config.mos_range}: give two numbers LO HI")
+        scale_of(config.mos_range)  # raises on HI <= LO or non-finite values

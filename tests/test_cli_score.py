@@ -49,3 +49,29 @@ def test_prompt_count_must_match():
     scorer = ipce.load_scorer("tiny", patches=2)
     with pytest.raises(IpceError, match="2 images but 3 prompts"):
         scorer.score([random_image(64, 64), random_image(64, 64)], ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resize", "100"], "--resize 100: must be at least 224 (the crop size)"),
+    (["--patches", "-1"], "--patches -1: must be at least 1"),
+])
+def test_bad_view_flags_are_one_line_errors(tmp_path, capsys, flags, message):
+    image = tmp_path / "a.png"
+    random_image(64, 64).save(image)
+    code = main(["score", str(image), "--prompt", "x", "--checkpoint", "tiny", *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"ipce: error: {message}\n"
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resize", "100"], "--resize 100: must be at least 224 (the crop size)"),
+    (["--train-patches", "0"], "--train-patches 0: must be at least 1"),
+    (["--eval-patches", "0"], "--eval-patches 0: must be at least 1"),
+])
+def test_train_refuses_bad_view_flags_before_any_work(tmp_path, capsys, flags, message):
+    # No data folder: the flag must be refused before the data (or weights) are looked for.
+    code = main(["train", "--preset", "agiqa3k", "--data-root", str(tmp_path / "nodata"),
+                 "--out", str(tmp_path / "run"), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and err == f"ipce: error: {message}\n"
+    assert not (tmp_path / "run").exists()

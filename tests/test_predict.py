@@ -6,6 +6,7 @@ import torch
 
 import ipce
 from ipce.cli import main
+from ipce.errors import IpceError
 from ipce.models.backbone import infer_config
 from ipce.utils.checkpoint import save_checkpoint
 from tests.conftest import make_tiny_scorer, random_image
@@ -124,6 +125,21 @@ def test_product_ensemble_and_generator_prefix_match_single_models(tmp_path):
     api = ipce.load_scorer([str(ck1), str(ck2)], combine="product", prompt_prefix=[None, "generator"],
                            resize=224, patches=2)
     assert close(col["score"], api.score(paths, prompt))
+
+
+def test_api_and_cli_agree_on_a_name_without_a_generator(tmp_path):
+    # one rule for both: the generator is the base name up to its first "_"; none there is an error,
+    # never the text "foo.png {prompt}"
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=4)
+    (path,) = save_images(tmp_path / "imgs", ["foo.png"])
+    scorer = ipce.load_scorer(str(ckpt), prompt_prefix="generator", resize=224, patches=2)
+    with pytest.raises(IpceError) as info:
+        scorer.score([path], "a red square")
+    assert "generator" in str(info.value)
+    code = main(["predict", "--checkpoint", str(ckpt), "--images", str(tmp_path / "imgs"), "--prompt", "a red square",
+                 "--prompt-prefix", "generator", "--out", str(tmp_path / "o.csv"), "--workers", "0", "--no-progress",
+                 *FAST])
+    assert code == 1
 
 
 def test_folder_with_a_prompts_file(tmp_path):

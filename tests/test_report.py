@@ -38,8 +38,36 @@ def _no_tmp_left(directory):
 def test_paper_results():
     assert PAPER_RESULTS[("agiqa3k", "quality")] == (0.8841, 0.9246)
     assert PAPER_RESULTS[("aigciqa2023", "authenticity")] == (0.8097, 0.7998)
-    assert PAPER_RESULTS[("aigcqa30k", "mos")] == (0.9076, 0.9274)
+    assert PAPER_RESULTS[("aigcqa30k", "quality")] == (0.9076, 0.9274)
     assert len(PAPER_RESULTS) == 6
+
+
+def test_paper_results_are_keyed_by_dataset_and_target_name():
+    # The trainer looks rows up by (dataset preset, target name), never by column name.
+    from ipce.datasets.sources import DATASETS
+
+    for dataset, target in PAPER_RESULTS:
+        assert dataset in DATASETS, dataset
+        assert target in DATASETS[dataset].targets, (dataset, target)
+
+
+@pytest.mark.parametrize("preset,target", sorted(PAPER_RESULTS))
+def test_trainer_summary_finds_every_paper_row(tmp_path, preset, target, capsys):
+    from ipce.config import make_config
+    from ipce.engine.train import write_summary
+
+    summary = write_summary(tmp_path, make_config(preset, target=target), SPLITS)
+    srcc, plcc = PAPER_RESULTS[(preset, target)]
+    assert summary["paper"] == {"srcc": srcc, "plcc": plcc}
+    assert f"{srcc:.4f}" in (tmp_path / "summary.md").read_text()
+
+
+def test_trainer_summary_finds_the_paper_row_for_the_default_target(tmp_path, capsys):
+    from ipce.config import make_config
+    from ipce.engine.train import write_summary
+
+    summary = write_summary(tmp_path, make_config("aigcqa30k"), SPLITS)  # target left to the dataset's default
+    assert summary["target"] == "quality" and summary["paper"] == {"srcc": 0.9076, "plcc": 0.9274}
 
 
 def test_split_table_rows_and_summary():

@@ -174,3 +174,44 @@ def test_bad_images_stop_training_unless_skipped(tmp_path, capsys):
     assert not (tmp_path / "a" / "split1").exists()
     code = main(["train", *tiny_flags(annotations, images, tmp_path / "b", epochs=1), "--skip-bad"])
     assert code == 0 and "dropped 1 bad records of 20" in capsys.readouterr().out
+
+
+def test_bad_rows_and_bad_images_stop_training_together(tmp_path, capsys):
+    annotations, images = brightness_dataset(tmp_path / "data", n=20)
+    lines = annotations.read_text().splitlines()
+    lines[3] = "gen_002.png,a photo,not-a-score"  # a bad row ...
+    annotations.write_text("\n".join(lines) + "\n")
+    (images / "gen_005.png").write_bytes(b"")  # ... and a bad image of a good row, in one message
+    code = main(["train", *tiny_flags(annotations, images, tmp_path / "a", epochs=1)])
+    err = capsys.readouterr().err
+    assert code == 1 and "2 bad records" in err and "row 4" in err and "gen_005.png" in err
+    code = main(["train", *tiny_flags(annotations, images, tmp_path / "b", epochs=1), "--skip-bad"])
+    assert code == 0 and "dropped 2 bad records of 20" in capsys.readouterr().out
+
+
+def test_original_split_folders_train_as_published_and_are_reported(tmp_path, capsys):
+    annotations, images = brightness_dataset(tmp_path / "data", n=20)
+    lines = annotations.read_text().splitlines()
+    annotations.write_text("\n".join(lines + [lines[1].rsplit(",", 1)[0] + ",4.5"]) + "\n")  # gen_000 twice
+    names = [line.split(",")[0] for line in lines[1:]]
+    splits = tmp_path / "Database"
+    for k in (0, 1):  # numbered from 0, header-less, one image on both sides, one unknown row
+        (splits / str(k)).mkdir(parents=True)
+        (splits / str(k) / "train.csv").write_text("".join(f"{n},a photo,1\n" for n in names[:16]) + "ghost.png,x,1\n")
+        (splits / str(k) / "val.csv").write_text("".join(f"{n},a photo,1\n" for n in [names[15], *names[16:]]))
+    flags = tiny_flags(annotations, images, tmp_path / "run", epochs=1)
+    flags[flags.index("--splits") + 1] = "0"  # the folders' own numbers
+    code = main(["train", *flags, "--splits-dir", str(splits)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "split 0: train 16, val 5, missing 1, overlap 1" in out and "warning:" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [r["split"] for r in summary["splits"]] == [0]
+    assert summary["data"]["rows"] == 21 and len(summary["data"]["warnings"]) == 1
+    counts = [{k: c[k] for k in ("split", "train", "val", "missing", "overlap")} for c in summary["data"]["split_files"]]
+    assert counts == [{"split": k, "train": 16, "val": 5, "missing": 1, "overlap": 1} for k in (0, 1)]
+    assert len((tmp_path / "run" / "split0" / "val_predictions.csv").read_text().splitlines()) == 1 + 5
+    assert "## Data" in (tmp_path / "run" / "summary.md").read_text()
+    code = main(["train", *flags, "--splits-dir", str(splits), "--drop-overlap", "--out", str(tmp_path / "clean")])
+    assert code == 0 and "(1 dropped from val)" in capsys.readouterr().out
+    assert len((tmp_path / "clean" / "split0" / "val_predictions.csv").read_text().splitlines()) == 1 + 4

@@ -1,8 +1,10 @@
+import pytest
 import torch
 from PIL import Image
 
 from ipce.datasets.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
                                  to_normalized_tensor)
+from ipce.errors import IpceError
 from ipce.models.reference import all_windows, seed_views
 from tests.conftest import random_image
 
@@ -67,3 +69,27 @@ def test_flip_mirrors_the_image():
     mirrored = to_normalized_tensor(image.transpose(Image.FLIP_LEFT_RIGHT))
     _, expected = make_views(image.transpose(Image.FLIP_LEFT_RIGHT), ViewConfig(resize=512, patches=1))
     assert torch.allclose(flipped, expected, atol=1e-6) and mirrored.shape[1] == 512
+
+
+@pytest.mark.parametrize("resize, patches, message", [
+    (100, 15, "--resize 100: must be at least 224 (the crop size)"),
+    (223, 15, "--resize 223: must be at least 224 (the crop size)"),
+    (512, 0, "--patches 0: must be at least 1"),
+    (512, -3, "--patches -3: must be at least 1"),
+])
+def test_bad_view_settings_are_one_line_errors(resize, patches, message):
+    with pytest.raises(IpceError) as caught:
+        ViewConfig(resize=resize, patches=patches)
+    assert str(caught.value) == message
+
+
+def test_smallest_view_settings_are_accepted():
+    crops, _ = make_views(random_image(300, 200), ViewConfig(resize=CROP, patches=1))
+    assert crops.shape == (1, 3, CROP, CROP)
+
+
+def test_python_api_refuses_a_resize_below_the_crop():
+    import ipce
+
+    with pytest.raises(IpceError, match="--resize 100: must be at least 224"):
+        ipce.load_scorer("tiny", resize=100)

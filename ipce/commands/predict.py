@@ -335,7 +335,9 @@ def predict_command(args: argparse.Namespace) -> int:
                        f"{', generator prefix' if m.prompt_prefix == 'generator' else ''})"
                        for c, m in zip(args.checkpoint, scorer.members))
     combine = f", combine {scorer.combine}" if len(scorer.members) > 1 else ""
-    print(f"scoring {len(records)} images of {source} on {device} with {models}{combine}")
+    lo, hi = scorer.scale
+    scale = "" if (lo, hi) == (0, 5) else f", scores on {lo:g}..{hi:g} (the models' training scale)"
+    print(f"scoring {len(records)} images of {source} on {device} with {models}{combine}{scale}")
 
     prediction = predict_records(scorer, records, batch_size=args.batch_size, workers=args.workers,
                                  progress=not args.no_progress)

@@ -34,7 +34,9 @@ def score_command(args) -> int:
                          precision=args.precision, compile=args.compile, channels_last=args.channels_last)
     scores = scorer.score(args.images, args.prompt)
     width = max(len(str(i)) for i in args.images)
-    print(f"{'image':<{width}}  score (0-5)")
+    lo, hi = scorer.scale
+    scale = "0-5" if (lo, hi) == (0, 5) else f"scale {lo:g}..{hi:g}"  # the scale of the model's training scores
+    print(f"{'image':<{width}}  score ({scale})")
     for image, score in zip(args.images, scores):
         print(f"{str(image):<{width}}  {score:.4f}")
     print(f"prompt: {args.prompt}")

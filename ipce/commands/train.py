@@ -31,9 +31,15 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     data.add_argument("--image-col", help="custom image column (default image)")
     data.add_argument("--prompt-col", help="custom prompt column (default prompt)")
     data.add_argument("--target-col", help="custom score column (default mos)")
+    data.add_argument("--mos-range", nargs=2, type=float, metavar=("LO", "HI"),
+                      help="the scale of the scores, e.g. 0 100 or 1 10: mapped onto the model's 0..5 for "
+                           "training, predictions mapped back (default: the preset's; custom data 0..5)")
     data.add_argument("--target", help="dataset target: quality, alignment, authenticity, correspondence")
     data.add_argument("--prompt-prefix", choices=["none", "generator"],
                       help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model)")
+    data.add_argument("--duplicates", choices=["keep", "first", "mean"],
+                      help="an image listed more than once: keep every row as published (default), the first "
+                           "row, or one row with the mean score")
     data.add_argument("--skip-bad", action="store_true", default=None, help="drop unreadable records instead of stopping")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", help="open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME")
@@ -56,7 +62,11 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default all)")
     proto.add_argument("--n-splits", type=int, help="number of random splits (default 10)")
     proto.add_argument("--group-by", choices=["prompt"], help="keep all images of a prompt on one side")
-    proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv")
+    proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv (e.g. the original "
+                                            "Database/ folders, read as published)")
+    proto.add_argument("--drop-overlap", action="store_true", default=None,
+                       help="with --splits-dir: take records that are on both sides of a split out of its "
+                            "held-out part (default: kept, as published)")
     proto.add_argument("--seed", type=int)
     run = p.add_argument_group("running")
     run.add_argument("--device", help="cpu, cuda, cuda:1 ...")
@@ -67,8 +77,9 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     add_speed_arguments(run, default=None)
 
 
-SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "prompt_prefix",
-            "skip_bad", "backbone", "weights", "resize", "train_patches", "eval_patches", "flip", "epochs", "batch_size", "lr",
+SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "mos_range",
+            "prompt_prefix",
+            "skip_bad", "duplicates", "drop_overlap", "backbone", "weights", "resize", "train_patches", "eval_patches", "flip", "epochs", "batch_size", "lr",
             "weight_decay", "accumulate", "precision", "grad_checkpointing", "protocol", "splits", "n_splits",
             "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard", "compile", "channels_last"]
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from ipce.errors import IpceError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP = 224
@@ -23,6 +25,13 @@ class ViewConfig:
     patches: int = 15  # number of crops P
     train: bool = False  # random positions (with replacement) instead of evenly strided ones
     flip: bool = False  # random horizontal flip (training only)
+
+    def __post_init__(self):
+        # Checked here so that every caller (score, predict, train, the Python API) gets one line.
+        if self.resize < CROP:
+            raise IpceError(f"--resize {self.resize}: must be at least {CROP} (the crop size)")
+        if self.patches < 1:
+            raise IpceError(f"--patches {self.patches}: must be at least 1")
 
 
 def adaptive_resize(image: Image.Image, size: int) -> Image.Image:

@@ -26,6 +26,7 @@ from ipce.engine.evaluate import metrics_of, predict_loader
 from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
+from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
 from ipce.utils.checkpoint import atomic_path, save_checkpoint
 from ipce.utils.speed import apply_speed_options
 
@@ -80,20 +81,55 @@ def gather(obj):
 
 
 # ---------------------------------------------------------------------------- data
-def read_records(config: TrainConfig):
-    from ipce.datasets.sources import read_custom, read_dataset
+def read_annotations(config: TrainConfig):
+    """Every row of the run's annotations (`Annotations`: usable records, bad rows, duplicate warnings)."""
+    from ipce.datasets.sources import load_custom, load_dataset
 
     if config.annotations:
-        return read_custom(config.annotations, config.images, config.image_col, config.prompt_col, config.target_col)
+        # read with the score column optional, so that its absence is told with the flag that fixes it
+        found = load_custom(config.annotations, config.images, config.image_col, config.prompt_col,
+                            config.target_col, require_target=False, duplicates=config.duplicates)
+        if found.records and found.records[0].target is None:
+            raise DataError(f"{config.annotations}: no score column {config.target_col!r}; training needs scores: "
+                            "pass --target-col NAME with the column that holds them")
+        return found
     subset = "train" if config.dataset == "aigcqa30k" else "all"
-    return read_dataset(config.dataset, config.data_root, subset=subset, target=config.target)
+    return load_dataset(config.dataset, config.data_root, subset=subset, target=config.target,
+                        duplicates=config.duplicates)
+
+
+def check_score_scale(config: TrainConfig, records) -> None:
+    """Stop before any work when the targets lie outside their scale: scores on 0..100 trained
+    against the model's 0..5 give a saturated model without a word."""
+    targets = [r.target for r in records]
+    if not targets:
+        return
+    scale = scale_of(config.mos_range)
+    low, high = min(targets), max(targets)
+    if scale.lo <= low and high <= scale.hi:
+        return
+    where = (f"column {config.target_col!r} of {config.annotations}" if config.annotations
+             else f"target {config.target or _default_target(config)!r} of {config.dataset}")
+    seen = f"targets lie in {low:g}..{high:g} ({where})"
+    if config.mos_range is None:
+        raise DataError(f"{seen}, outside the model's {ScoreScale()}; pass --mos-range LO HI with the scale of "
+                        f"your scores (e.g. --mos-range {suggested_range(low, high)})")
+    raise DataError(f"{seen}, outside the scale {scale} (--mos-range); pass --mos-range LO HI with the range "
+                    "your scores are on")
+
+
+def suggested_range(low: float, high: float) -> str:
+    """A round scale that holds low..high, for the example in the error."""
+    lo = 0 if low >= 0 else math.floor(low)
+    hi = next((c for c in (MODEL_RANGE[1], 10, 100) if high <= c), math.ceil(high))
+    return f"{lo:g} {hi:g}"
 
 
 def preflight(config: TrainConfig):
-    """Records, or one error listing every missing input (dataset, weights) with where to get it."""
-    problems, records = [], None
+    """The annotations, or one error listing every missing input (dataset, weights) with where to get it."""
+    problems, found = [], None
     try:
-        records = read_records(config)
+        found = read_annotations(config)
     except DataError as err:
         problems.append(str(err))
     is_random = config.backbone in TINY_CONFIGS or config.backbone.startswith(RANDOM_PREFIX)
@@ -108,35 +144,49 @@ def preflight(config: TrainConfig):
             problems.append(str(err))
     if problems:
         raise IpceError("\n".join(problems))
-    return records
+    return found
 
 
-def check_files(config: TrainConfig, records):
-    """Open every image before the first step; stop on problems unless --skip-bad."""
-    from ipce.datasets.checks import check_records, filter_bad
+def check_files(config: TrainConfig, found):
+    """Open every image of the usable rows before the first step and report every bad row and image
+    at once; stop on any unless --skip-bad (which drops them). Duplicate warnings are printed."""
+    from ipce.datasets.checks import check_annotations, filter_bad
 
-    report = check_records(records, workers=max(config.workers, 1), progress=is_main())
+    if is_main():
+        for warning in found.warnings:
+            print(f"warning: {warning.message}")
+    report = check_annotations(found, workers=max(config.workers, 1), progress=is_main())
     if report.ok:
-        return records
+        return found.records
     if not config.skip_bad:
         lines = [p.message for p in report.problems[:20]]  # each names its file (and row)
         more = len(report.problems) - len(lines)
         raise DataError(f"{len(report.problems)} bad records; fix them or pass --skip-bad to drop them:\n  "
                         + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else ""))
-    kept = filter_bad(records, report)
+    kept = filter_bad(found.records, report)
     if is_main():
-        print(f"--skip-bad: dropped {len(records) - len(kept)} bad records of {len(records)}")
+        print(f"--skip-bad: dropped {found.rows - len(kept)} bad records of {found.rows}")
     return kept
 
 
 def make_splits(config: TrainConfig, records):
-    from ipce.datasets.splits import holdout_splits, import_split_dir, random_splits
+    """({number: split}, split-file checks): imported folders keep their numbers (the original AGIQA-1K
+    folders start at 0); drawn splits are numbered from 1."""
+    from ipce.datasets.splits import holdout_splits, random_splits, read_split_dir, unusable_splits
 
     if config.splits_dir:
-        return import_split_dir(config.splits_dir, records)
+        numbered, checks = read_split_dir(config.splits_dir, records, drop_overlap=config.drop_overlap)
+        bad = unusable_splits(checks)
+        if bad:
+            raise DataError(f"{config.splits_dir}: split {bad[0].split} has no usable "
+                            f"{'training' if bad[0].train == 0 else 'held-out'} record ({bad[0].line()}); "
+                            "check that the split files belong to this dataset (`ipce splits --from`)")
+        return dict(numbered), checks
     if config.protocol == "holdout":
-        return holdout_splits(records, config.n_splits, tuple(config.holdout_ratios), config.seed, config.group_by)
-    return random_splits(records, config.n_splits, config.ratio, config.seed, config.group_by)
+        drawn = holdout_splits(records, config.n_splits, tuple(config.holdout_ratios), config.seed, config.group_by)
+    else:
+        drawn = random_splits(records, config.n_splits, config.ratio, config.seed, config.group_by)
+    return dict(enumerate(drawn, start=1)), []
 
 
 # ---------------------------------------------------------------------------- model
@@ -161,6 +211,7 @@ def checkpoint_meta(config: TrainConfig, model: CorrespondenceScorer, metrics: d
         "training": config.to_dict(),
         "epoch": epoch,
         "metrics": metrics,
+        "mos_range": list(scale_of(config.mos_range).range),  # the scale the model answers on
     }
 
 
@@ -218,7 +269,8 @@ def evaluate_model(model, records, config: TrainConfig, device, desc: str):
     for part_idx, part_pred in gather((indices.tolist(), preds.tolist())):
         merged.update(zip(part_idx, part_pred))  # the sampler pads with repeats: keep each index once
     order = sorted(merged)
-    pred = [merged[i] for i in order]
+    scale = scale_of(config.mos_range)
+    pred = [scale.to_data(merged[i]) for i in order]  # files, metrics and plots are on the data's scale
     mos = [records[i].target for i in order]
     return order, pred, metrics_of(pred, mos)
 
@@ -232,6 +284,7 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
     split_dir.mkdir(parents=True, exist_ok=True)
     state_path, best_path = split_dir / "last.pt", split_dir / "best.safetensors"
     torch.manual_seed(config.seed + k)
+    scale = scale_of(config.mos_range)
     model = build_model(config, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -284,7 +337,7 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
             targets = batch.targets.to(device)
             with autocast(device, config.precision):
                 scores = net(crops, glob, batch.prompts)
-            loss = F.l1_loss(scores.float(), targets)
+            loss = F.l1_loss(scores.float(), scale.to_model(targets))  # the model answers on 0..5
             scaler.scale(loss / config.accumulate).backward()
             if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
                 scaler.step(optimizer)
@@ -293,9 +346,9 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
             loss_sum += loss.item() * len(batch)
             seen += len(batch)
             bar.update(len(batch) * world)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", lr=f"{lrs[epoch]:.2e}")
+            bar.set_postfix(loss=f"{scale.to_data_error(loss_sum / seen):.4f}", lr=f"{lrs[epoch]:.2e}")
         bar.close()
-        train_loss = sum(gather(loss_sum)) / max(sum(gather(seen)), 1)
+        train_loss = scale.to_data_error(sum(gather(loss_sum)) / max(sum(gather(seen)), 1))  # data's scale
         train_seconds = time.perf_counter() - started
 
         order, pred, metrics = evaluate_model(model, val_records, config, device, desc=f"split {k} eval")
@@ -366,15 +419,20 @@ def run(config: TrainConfig) -> dict:
         saved = out / "config.json"
         if not saved.is_file():
             raise IpceError(f"--resume: {saved} not found; pass --out with the folder of the run to resume")
-    records = preflight(config)
-    records = check_files(config, records)
-    splits = make_splits(config, records)
-    chosen = config.splits or list(range(1, len(splits) + 1))
-    if max(chosen) > len(splits):
-        raise IpceError(f"--splits {chosen}: only {len(splits)} splits exist")
+    found = preflight(config)
+    check_score_scale(config, found.records)
+    records = check_files(config, found)
+    splits, split_checks = make_splits(config, records)
+    chosen = config.splits or list(splits)
+    unknown = [k for k in chosen if k not in splits]
+    if unknown:
+        raise IpceError(f"--splits {','.join(map(str, chosen))}: no split {unknown[0]}; the splits are numbered "
+                        f"{min(splits)}..{max(splits)}")
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
         write_lines(out / "config.json", [json.dumps(config.to_dict(), indent=2)])
+        for check in split_checks:
+            print(f"{config.splits_dir}: {check.line()}")
         print(f"ipce train: {len(records)} records, splits {chosen}, {config.epochs} epochs, out {out}")
     results = []
     for k in chosen:
@@ -383,16 +441,20 @@ def run(config: TrainConfig) -> dict:
         if config.resume and done.is_file():
             results.append(json.loads(done.read_text()))
             continue
-        results.append(train_split(config, records, splits[k - 1], k, split_dir, device))
+        results.append(train_split(config, records, splits[k], k, split_dir, device))
     summary = {}
     if is_main():
-        summary = write_summary(out, config, results)
+        data = {"rows": found.rows, "records": len(records), "warnings": [w.message for w in found.warnings],
+                "split_files": [c.to_dict() for c in split_checks]}
+        summary = write_summary(out, config, results, data)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return summary
 
 
-def write_summary(out: Path, config: TrainConfig, results: list[dict]) -> dict:
+def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dict | None = None) -> dict:
+    """summary.json and summary.md: per split and mean/std, the paper's row, the protocol, and what the
+    data held (`data`: rows, records, duplicate warnings, split-file counts)."""
     from ipce.utils.metrics import summarize
     from ipce.utils.report import PAPER_RESULTS, split_table, write_json, write_text
 
@@ -409,11 +471,22 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict]) -> dict:
     else:
         note = "Splits imported from " + str(config.splits_dir) + "; epoch chosen on each held-out part."
     summary = {"preset": config.preset, "target": target, "protocol": config.protocol, "splits": results,
-               "summary": stats, "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None, "note": note}
+               "summary": stats, "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None, "note": note,
+               "data": data or {}}
     write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n")
+    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n{data_notes(data or {})}")
     print(f"\n{table}\n\n{note}\nresults in {out}")
     return summary
+
+
+def data_notes(data: dict) -> str:
+    """The summary's lines on the data: duplicate warnings and what each imported split file held."""
+    lines = [f"- warning: {w}" for w in data.get("warnings", [])]
+    for check in data.get("split_files", []):
+        same = f", the same split as {check['same_as']}" if check.get("same_as") is not None else ""
+        lines.append(f"- split {check['split']}: train {check['train']}, val {check['val']}, missing "
+                     f"{check['missing']}, overlap {check['overlap']}{same}")
+    return "\n## Data\n\n" + "\n".join(lines) + "\n" if lines else ""
 
 
 def _default_target(config: TrainConfig) -> str:

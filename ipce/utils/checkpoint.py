@@ -1,8 +1,10 @@
 """Checkpoints: safetensors weights with the JSON metadata inside the same file.
 
 Ours are self-describing (backbone config, template, levels, view settings, training config,
-metrics) and written atomically. The seed's `torch.save({'model_state_dict': ...})` files
-and bare CLIP weight files load too, with the architecture read off the tensor shapes.
+metrics, `mos_range`: the scale of the training scores, which the model answers on) and written
+atomically; a file without `mos_range` (older ones, the seed's) answers on the model's 0..5.
+The seed's `torch.save({'model_state_dict': ...})` files and bare CLIP weight files load too,
+with the architecture read off the tensor shapes.
 Nothing is ever unpickled beyond tensors (`weights_only=True`).
 """
 from __future__ import annotations

@@ -37,7 +37,7 @@ PAPER_RESULTS: dict[tuple[str, str], tuple[float, float]] = {
     ("aigciqa2023", "quality"): (0.8640, 0.8788),
     ("aigciqa2023", "authenticity"): (0.8097, 0.7998),
     ("aigciqa2023", "correspondence"): (0.7979, 0.7887),
-    ("aigcqa30k", "mos"): (0.9076, 0.9274),
+    ("aigcqa30k", "quality"): (0.9076, 0.9274),
 }
 PAPER_LABEL = "paper (Peng et al. 2024)"
 
