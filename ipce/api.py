@@ -160,8 +160,10 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
         clip, config, _ = load_backbone(str(checkpoint), weights)
         model = CorrespondenceScorer(clip).to(device).eval()
         meta = {"backbone": str(checkpoint), "model_config": config}
-    views = ViewConfig(resize=resize or meta.get("resize") or SEED_DEFAULTS["resize"],
-                       patches=patches or meta.get("patches") or SEED_DEFAULTS["patches"])
+    def chosen(given, key):  # an explicit 0 is the caller's choice (and an error), not "use the default"
+        return given if given is not None else meta.get(key) or SEED_DEFAULTS[key]
+
+    views = ViewConfig(resize=chosen(resize, "resize"), patches=chosen(patches, "patches"))
     if prompt_prefix is None:
         prompt_prefix = meta.get("prompt_prefix")
     return Member(model, meta, views, None if prompt_prefix == "none" else prompt_prefix)

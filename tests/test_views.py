@@ -93,3 +93,7 @@ def test_python_api_refuses_a_resize_below_the_crop():
 
     with pytest.raises(IpceError, match="--resize 100: must be at least 224"):
         ipce.load_scorer("tiny", resize=100)
+    with pytest.raises(IpceError, match="--resize 0: must be at least 224"):
+        ipce.load_scorer("tiny", resize=0)  # an explicit 0 is refused, not replaced by the default
+    with pytest.raises(IpceError, match="--patches 0"):
+        ipce.load_scorer("tiny", patches=0)
