@@ -47,7 +47,9 @@ def published_dir() -> Path:
         root = Path(tempfile.mkdtemp(prefix="ipce-published-"))
         atexit.register(shutil.rmtree, root, True)
         with tarfile.open(DATA / "published.tar.xz") as tar:
-            tar.extractall(root, filter="data")
+            # writable copies, so that the temporary folder can always be removed
+            tar.extractall(root, filter=lambda member, path: tarfile.data_filter(member, path).replace(
+                mode=0o755 if member.isdir() else 0o644))
         _PUBLISHED.append(root / "published")
     return _PUBLISHED[0]
 
