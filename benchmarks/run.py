@@ -211,7 +211,7 @@ class Row:
 def open_clip_as_is(clip):
     """open_clip's own MLPs (QuickGELU unfused) for the duration; ours again afterwards."""
     fuse_quick_gelu = getattr(correspondence, "fuse_quick_gelu", None)
-    if fuse_quick_gelu is None:  # a tree from before the fused MLP: nothing to undo
+    if fuse_quick_gelu is None:  # a tree without the fused MLP: nothing to undo
         yield
         return
     fuse_quick_gelu(clip, enabled=False)
@@ -410,7 +410,7 @@ def measure(rows: list[Row], eval_images, train_images, prompts, device, repeats
             continue
         started = time.perf_counter()
         # CUDA: the full batch, so that cuDNN's autotuning and the caching allocator meet the timed
-        # shapes now (a one-image warm-up left the first timed repeat ~2x slow on an H200)
+        # shapes now (after a one-image warm-up the first timed repeat runs ~2x slow on an H200)
         run_once(row, *inputs(row, warm=device.type != "cuda"), device)
         row.warmup_s += time.perf_counter() - started
         log(f"  warm-up {row.name}: {row.warmup_s:.1f} s")
@@ -655,7 +655,7 @@ def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
                  ours_row(f"ours {low} image weights, texts fp32", low_image_model, device, precision=low,
                           use_autocast=False, note="image tower cast, text tower fp32, no autocast"),
                  floor_row(f"image encoder alone {low} weights", low_model, device, low, use_autocast=False)]
-    if not hasattr(correspondence, "fuse_quick_gelu"):  # older tree: no fused MLP to compare
+    if not hasattr(correspondence, "fuse_quick_gelu"):  # a tree without the fused MLP: nothing to compare
         rows = [r for r in rows if "unfused" not in r.name and "open_clip as is" not in r.name]
     if args.quick:
         rows = [r for r in rows if not any(k in r.name for k in ("grouping", "texts fp32", "weights", "one call",

@@ -3,22 +3,20 @@
 The paper fine-tunes a CLIP that has seen 400 million captioned images: it already knows
 which words go with which pictures, and what "blurry" looks like. A tiny CLIP from random
 weights knows nothing; its image features of any two pictures start with a cosine of ~0.99,
-and MOS regression alone does not teach it in a few hundred steps that "red" goes with red
-(the demo then reached a pair accuracy of 51 %). So the demo first pretrains it on a pool of
-freshly rendered pictures of the synthetic grammar (never the demo's MOS images), half of
-them degraded, with three losses:
+and MOS regression alone does not teach it in a few hundred steps that "red" goes with red.
+So the demo first pretrains it on a pool of freshly rendered pictures of the synthetic
+grammar (never the demo's MOS images), half of them degraded, with three losses:
 
 * CLIP's symmetric contrastive loss between pictures and their captions: the prompt, and for
   a degraded picture how it looks ("a very blurry picture of two red circles on a blue
   background"), as web captions sometimes say. Batches come in runs of pictures that share
   colour and background, so that shape and count must be told apart too;
 * a look loss: each picture against nine short texts of how pictures look ("a picture",
-  "a slightly grainy picture", ...), which CLIP learns from the web and a ViT with 32-px
-  patches does not see by itself;
+  "a slightly grainy picture", ...), which CLIP learns from the web;
 * a prompt-swap loss on the method's own five level texts: clean pictures against their own
   prompt, labelled "perfectly", pictures against a prompt altered in one attribute, labelled
-  "badly" (cross-entropy over the five levels). This teaches what the level words mean; the
-  contrastive loss alone left "badly matches X" and "perfectly matches X" indistinguishable.
+  "badly" (cross-entropy over the five levels). This teaches what the level words mean; with
+  the contrastive loss alone "badly matches X" and "perfectly matches X" stay indistinguishable.
 
 No MOS is used here, and no level is given to a degraded picture of its own prompt: how much
 a defect costs is left to the fine-tuning with the paper's protocol.
@@ -232,7 +230,7 @@ def pretrain_lr(config: PretrainConfig, step: int) -> float:
 def pretrain_optimizer(model: CorrespondenceScorer, config: PretrainConfig) -> torch.optim.AdamW:
     """AdamW over the weights the pretraining trains. The token embedding (49408 x 128: 90 % of
     the tiny model's weights) stays as drawn: random vectors already tell the words apart, and
-    its dense AdamW update was ~7x the rest's cost."""
+    its dense AdamW update costs ~7x the rest's."""
     model.clip.token_embedding.weight.requires_grad_(False)
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)

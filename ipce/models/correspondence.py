@@ -124,11 +124,12 @@ class CorrespondenceScorer(nn.Module):
     together so that short prompts are not padded to the longest of the batch;
     `overlap_text`: without gradients, the text tower runs on a second thread while this one
     runs the image tower (torch ops release the GIL), which hides it where a core is free
-    (ViT-B-32 fp32, batch 16: at 1 CPU thread 1.10x -> 1.00x the image tower's time alone,
-    at 2 threads 1.10x -> 1.075x); `image_chunk`, the most views per image-encoder call
-    without gradients on a CPU (there, intermediates of a few tens of MB are reused by the
-    allocator, bigger ones are fresh zeroed pages on every call: 256 views in one call ran
-    ~15 % slower than 8 calls of 32; on CUDA the views always go in one call).
+    (ViT-B-32 fp32, batch 16, 1 CPU thread: 0.99x the image tower's time alone beside it,
+    1.11x after it; benchmarks/results/cpu-epyc-1thread-eval-overlap.json); `image_chunk`, the
+    most views per image-encoder call without gradients on a CPU (there, intermediates of a
+    few tens of MB are reused by the allocator, bigger ones are fresh zeroed pages on every
+    call, so 256 views in one call are slower than 8 calls of 32; on CUDA the views always go
+    in one call).
     Under autocast both towers run in the low precision (`text_autocast`, default True) and the
     similarities in fp32 (`level_probs`): for ViT-B-32 under bf16 at 1 CPU thread, 7 % faster
     than texts in fp32, scores within 0.011 (mean abs) of fp32 on 0..5 (texts in fp32: 0.002);
@@ -229,8 +230,8 @@ class CorrespondenceScorer(nn.Module):
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         chunk = self.image_chunk
-        # CPU only: on CUDA one call is faster (ViT-B-32 on an H200: 256 views in chunks of 32
-        # launch 8x the kernels, 86 -> 103 img/s in one call; benchmarks/README.md)
+        # CPU only: on CUDA one call is faster (ViT-B-32 on an H200: chunks of 32 launch 8x the
+        # kernels; 86 img/s in chunks, 103 in one call; benchmarks/results/cuda-h200-ViT-B-32.json)
         if chunk and views.device.type == "cpu" and views.shape[0] > chunk and not torch.is_grad_enabled():
             feats = torch.cat([self.clip.encode_image(part) for part in views.split(chunk)])
         else:
@@ -242,7 +243,7 @@ class CorrespondenceScorer(nn.Module):
         """q = (softmax(mean crop logits) + softmax(global logits)) / 2, shape [B, K].
 
         In fp32 even under autocast: the features are fp32 already, and a bf16 einsum (cosines
-        to ~3 digits, times a logit scale of 100) moved bf16 scores by ~0.008 on 0..5, four times
+        to ~3 digits, times a logit scale of 100) moves bf16 scores by ~0.008 on 0..5, four times
         the error of bf16 image features. The cost is negligible (B x (P+1) x K dot products)."""
         with torch.autocast(image_feats.device.type, enabled=False):
             logits = self.clip.logit_scale.exp().float() * torch.einsum("bvd,bkd->bvk", image_feats.float(),

@@ -1,4 +1,4 @@
-"""A deliberately plain re-implementation of the seed's evaluation.
+"""A deliberately plain re-implementation of the original code's evaluation.
 
 Used by the tests (the scorer must agree with it) and by the benchmarks (it is the
 "straightforward" baseline): torchvision transforms, every 224x224 window of the image
@@ -29,7 +29,7 @@ def seed_transform(resize: int):
 
 
 def all_windows(img: torch.Tensor) -> torch.Tensor:
-    """Every 224x224 window, row-major, as copies [N, 3, 224, 224] (what the seed did)."""
+    """Every 224x224 window, row-major, as copies [N, 3, 224, 224] (what the original code does)."""
     _, h, w = img.shape
     stride = 48 if h >= 1024 or w >= 1024 else 32
     windows = img.unfold(1, 224, stride).unfold(2, 224, stride)  # [3, rows, cols, 224, 224]
@@ -48,7 +48,7 @@ def seed_views(img: Image.Image, resize: int, patches: int) -> tuple[torch.Tenso
 @torch.no_grad()
 def seed_scores(clip, images: list[Image.Image], prompts: list[str], resize: int = 512,
                 patches: int = 15) -> torch.Tensor:
-    """Scores of a batch, computed the seed's way (full batch similarity, diagonal blocks)."""
+    """Scores of a batch, computed the original code's way (full batch similarity, diagonal blocks)."""
     import open_clip
 
     tokenizer = open_clip.tokenizer.SimpleTokenizer()
