@@ -1,7 +1,7 @@
 """Train the agiqa1k preset: `python train_aigc_agiqa1k.py [flags]` is `ipce train --preset agiqa1k [flags]`."""
 import sys
 
-from ipce.commands.train import script_main
+from ipce.cli import main
 
 if __name__ == "__main__":
-    sys.exit(script_main("agiqa1k"))
+    sys.exit(main(["train", "--preset", "agiqa1k", *sys.argv[1:]]))

@@ -172,9 +172,13 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
 def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cpu", resize: int | None = None,
                 patches: int | None = None, combine: str = "mean",
                 prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
-                batch_size: int = 16, compile: bool = False, channels_last: bool = False) -> Scorer:
+                batch_size: int = 16, compile: bool = False, channels_last: bool = False,
+                weights: str | Path | None = None) -> Scorer:
     """A scorer from one checkpoint or several (an ensemble).
 
+    `weights` is the weight file of a backbone named as the checkpoint (zero-shot, e.g.
+    `load_scorer("ViT-B-32", weights="ViT-B-32.pt")`); without it the file is looked up
+    (`ipce weights list`).
     `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
     `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
     checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
@@ -191,7 +195,7 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
         raise IpceError(f"got {len(checkpoints)} checkpoints but {len(prefixes)} --prompt-prefix values")
     if device == "cuda" and not torch.cuda.is_available():
         raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
-    members = [load_member(c, device, resize, patches, p) for c, p in zip(checkpoints, prefixes)]
+    members = [load_member(c, device, resize, patches, p, weights) for c, p in zip(checkpoints, prefixes)]
     for member in members:
         apply_speed_options(member.model, compile=compile, channels_last=channels_last)
     return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size)

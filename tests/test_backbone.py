@@ -34,7 +34,7 @@ def test_missing_weights_name_the_paths_and_the_source(tmp_path, monkeypatch):
         load_backbone("ViT-B-32")
     message = str(err.value)
     assert str(tmp_path / "ViT-B-32.pt") in message and "ViT-B-32.pt" in message
-    assert "openai/CLIP" in message and "\n" not in message
+    assert "ipce weights fetch ViT-B-32" in message and "openaipublic" in message and "\n" not in message
 
 
 def test_weights_are_found_in_the_cache(tmp_path, monkeypatch):

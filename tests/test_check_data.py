@@ -148,3 +148,17 @@ def test_one_run_lists_every_bad_row_bad_image_and_duplicate(tmp_path, capsys, m
     assert "problems: 9 (bad-score 2, empty 1, empty-name 1, empty-prompt 1, missing 1, not-an-image 1, " \
            "too-large 1, truncated 1)" in out
     assert "warnings: 1 (duplicate 1" in out and "rows 6 (score 2) and 7 (score 4)" in out
+
+
+def test_scores_off_the_model_scale_point_to_mos_range(tmp_path, capsys):
+    images = tmp_path / "imgs"
+    write_image(images / "a.png", size=(8, 8))
+    write_image(images / "b.png", size=(8, 8))
+    (tmp_path / "l.csv").write_text("image,prompt,mos\na.png,x,12\nb.png,y,87.5\n")
+    args = ["check-data", "--annotations", str(tmp_path / "l.csv"), "--images", str(images), "--target-col", "mos",
+            "--no-progress"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "score range: 12 .. 87.5" in out and "--mos-range" in out
+    (tmp_path / "l.csv").write_text("image,prompt,mos\na.png,x,1\nb.png,y,4.5\n")
+    assert main(args) == 0 and "--mos-range" not in capsys.readouterr().out

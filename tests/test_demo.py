@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ipce.cli import main
-from ipce.commands.demo import defect_effects, format_effects
+from ipce.commands.demo import format_effects
+from ipce.engine.demo import defect_effects
 
 
 def test_demo_quick_runs_end_to_end(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Tables, plots and atomic writes."""
+"""Tables, plots, and the JSON and text writes of their results."""
 
 import json
 import math
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipce.utils import report
+from ipce.utils import io
+from ipce.utils.io import write_json, write_text
 from ipce.utils.metrics import logistic4, summarize
 from ipce.utils.report import (
     PAPER_LABEL,
@@ -15,8 +16,6 @@ from ipce.utils.report import (
     plot_learning_curves,
     plot_scatter,
     split_table,
-    write_json,
-    write_text,
 )
 
 SPLITS = [
@@ -168,7 +167,8 @@ def test_failed_write_keeps_old_file_and_no_tmp(tmp_path):
     write_json(p, {"a": 1})
     with pytest.raises(TypeError):
         write_json(p, {"a": object()})  # not serializable: fails before anything is renamed
-    with pytest.raises(RuntimeError):
-        report._atomic_write(p, lambda f: (f.write(b"partial"), (_ for _ in ()).throw(RuntimeError("boom"))))
+    with pytest.raises(RuntimeError), io.atomic_file(p) as tmp:
+        tmp.write_bytes(b"partial")
+        raise RuntimeError("boom")
     assert json.loads(p.read_text()) == {"a": 1}
     assert _no_tmp_left(tmp_path) == []

@@ -161,7 +161,7 @@ def test_missing_dataset_and_weights_are_listed_at_once(tmp_path, capsys, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 2
     assert "AGIQA-3K" in err[0] and "github.com/lcysyzxdxc/AGIQA-3k-Database" in err[0]
-    assert "ViT-B-32.pt" in err[1] and "openai/CLIP" in err[1]
+    assert "ViT-B-32.pt" in err[1] and "ipce weights fetch ViT-B-32" in err[1]
 
 
 def test_bad_images_stop_training_unless_skipped(tmp_path, capsys):

@@ -9,42 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from ipce.errors import DataError, IpceError
-
-
-def annotations_from_args(args: argparse.Namespace):
-    """What the `--preset NAME` or `--annotations FILE --images DIR` form reads, with bad rows collected;
-    returns (Annotations, description)."""
-    from ipce.datasets.sources import load_custom, load_dataset
-
-    preset = getattr(args, "preset", None)
-    annotations = getattr(args, "annotations", None)
-    duplicates = getattr(args, "duplicates", None) or "keep"
-    if preset and annotations:
-        raise IpceError("--preset and --annotations: give one of them, not both")
-    if preset:
-        subset = getattr(args, "subset", None) or "train"
-        root = getattr(args, "data_root", None) or "data"
-        found = load_dataset(preset, root, subset=subset, target=getattr(args, "target", None),
-                             duplicates=duplicates)
-        return found, f"{preset} ({subset}) under {root}"
-    if annotations:
-        images = getattr(args, "images", None)
-        if not images:
-            raise IpceError("--images: required with --annotations (the folder the image names are relative to)")
-        target_col = getattr(args, "target_col", None)
-        found = load_custom(annotations, images, image_col=getattr(args, "image_col", None) or "image",
-                            prompt_col=getattr(args, "prompt_col", None) or "prompt",
-                            target_col=target_col or "mos", require_target=target_col is not None,
-                            duplicates=duplicates)
-        return found, f"{annotations} (images in {images})"
-    raise IpceError("no data given: pass --preset NAME (with --data-root DIR) or --annotations FILE --images DIR")
-
-
-def records_from_args(args: argparse.Namespace):
-    """The usable records of `annotations_from_args` (a bad row raises `DataError`); returns (records, description)."""
-    found, source = annotations_from_args(args)
-    return found.usable(), source
+from ipce.commands.flags import annotations_from_args
+from ipce.errors import DataError
 
 
 def check_data_command(args: argparse.Namespace) -> int:

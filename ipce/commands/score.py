@@ -1,29 +1,11 @@
 """`ipce score IMAGE ... --prompt TEXT --checkpoint CKPT`: a table on the terminal, optionally a CSV."""
 from __future__ import annotations
 
-import csv
-import io
-import os
 from pathlib import Path
 
 from ipce.api import load_scorer
 from ipce.errors import IpceError
-from ipce.utils.checkpoint import atomic_path
-
-
-def write_csv_atomic(path: str | Path, header: list[str], rows: list[list]) -> Path:
-    path = Path(path)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text(buffer.getvalue(), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+from ipce.utils.io import write_csv
 
 
 def score_command(args) -> int:
@@ -31,7 +13,8 @@ def score_command(args) -> int:
         if not Path(image).is_file():
             raise IpceError(f"{image}: no such image file")
     scorer = load_scorer(args.checkpoint, device=args.device, resize=args.resize, patches=args.patches,
-                         precision=args.precision, compile=args.compile, channels_last=args.channels_last)
+                         precision=args.precision, compile=args.compile, channels_last=args.channels_last,
+                         weights=args.weights)
     scores = scorer.score(args.images, args.prompt)
     width = max(len(str(i)) for i in args.images)
     lo, hi = scorer.scale
@@ -41,7 +24,7 @@ def score_command(args) -> int:
         print(f"{str(image):<{width}}  {score:.4f}")
     print(f"prompt: {args.prompt}")
     if args.out:
-        write_csv_atomic(args.out, ["image", "prompt", "score"],
-                         [[str(i), args.prompt, f"{s:.6f}"] for i, s in zip(args.images, scores)])
+        write_csv(args.out, ["image", "prompt", "score"],
+                  [[str(i), args.prompt, f"{s:.6f}"] for i, s in zip(args.images, scores)])
         print(f"wrote {args.out}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ipce.commands.flags import annotations_from_args, records_from_args
 from ipce.errors import IpceError
 
 
@@ -13,7 +14,6 @@ def splits_command(args: argparse.Namespace) -> int:
         return check_split_files(args)
     if not args.out:
         raise IpceError("--out: required (the folder for the split files), unless --from DIR checks existing ones")
-    from ipce.commands.check_data import records_from_args
     from ipce.datasets.splits import random_splits, split_summary, write_split_dir
 
     records, source = records_from_args(args)
@@ -26,7 +26,6 @@ def splits_command(args: argparse.Namespace) -> int:
 
 def check_split_files(args: argparse.Namespace) -> int:
     """Exit 0 when every split folder has training and held-out records, 1 otherwise."""
-    from ipce.commands.check_data import annotations_from_args
     from ipce.datasets.splits import read_split_dir, unusable_splits
 
     found, source = annotations_from_args(args)

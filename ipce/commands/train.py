@@ -1,10 +1,13 @@
-"""`ipce train`: flags -> TrainConfig -> ipce.engine.train.run. Shared by the entry scripts."""
+"""`ipce train`: flags -> TrainConfig -> ipce.engine.train.run. The entry scripts
+train_aigc_<name>.py run `ipce train --preset <name>`."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
-from ipce.commands.predict import add_speed_arguments
-from ipce.config import make_config, preset_names
+from ipce.commands.flags import (add_data_source_arguments, add_precision_argument, add_speed_arguments,
+                               add_weights_argument)
+from ipce.config import TrainConfig, make_config, preset_names
 
 
 def _splits(text: str) -> list[int]:
@@ -19,31 +22,22 @@ def _splits(text: str) -> list[int]:
     return out
 
 
-def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -> None:
-    if preset is None:
-        p.add_argument("--preset", choices=preset_names(), default=None,
-                       help="dataset recipe (default agiqa1k; custom data uses its recipe)")
-    p.set_defaults(fixed_preset=preset)
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `ipce train`: each one that is given overrides the preset's recipe (TrainConfig),
+    so every flag defaults to None."""
+    p.add_argument("--preset", choices=preset_names(), default=None,
+                   help="dataset recipe (default agiqa1k; custom data uses its recipe)")
     data = p.add_argument_group("data")
-    data.add_argument("--data-root", help="folder holding the datasets (default ./data)")
-    data.add_argument("--annotations", help="custom CSV/XLSX with a header (with --images)")
-    data.add_argument("--images", help="folder the custom annotation's image names are relative to")
-    data.add_argument("--image-col", help="custom image column (default image)")
-    data.add_argument("--prompt-col", help="custom prompt column (default prompt)")
-    data.add_argument("--target-col", help="custom score column (default mos)")
+    add_data_source_arguments(data, defaults=False, leave_out=("--preset", "--subset"))
     data.add_argument("--mos-range", nargs=2, type=float, metavar=("LO", "HI"),
                       help="the scale of the scores, e.g. 0 100 or 1 10: mapped onto the model's 0..5 for "
                            "training, predictions mapped back (default: the preset's; custom data 0..5)")
-    data.add_argument("--target", help="dataset target: quality, alignment, authenticity, correspondence")
     data.add_argument("--prompt-prefix", choices=["none", "generator"],
                       help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model)")
-    data.add_argument("--duplicates", choices=["keep", "first", "mean"],
-                      help="an image listed more than once: keep every row as published (default), the first "
-                           "row, or one row with the mean score")
     data.add_argument("--skip-bad", action="store_true", default=None, help="drop unreadable records instead of stopping")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", help="open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME")
-    model.add_argument("--weights", help="weight file of the backbone (default: looked up in ~/.cache/clip)")
+    add_weights_argument(model)
     model.add_argument("--resize", type=int, help="adaptive-resize size S")
     model.add_argument("--train-patches", type=int, help="random crops per image in training (default 8)")
     model.add_argument("--eval-patches", type=int, help="evenly strided crops in evaluation (default 15)")
@@ -55,7 +49,7 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     opt.add_argument("--lr", type=float)
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
-    opt.add_argument("--precision", choices=["fp32", "bf16", "fp16"])
+    add_precision_argument(opt, defaults=False)
     opt.add_argument("--grad-checkpointing", action="store_true", default=None)
     proto = p.add_argument_group("protocol")
     proto.add_argument("--protocol", choices=["paper", "holdout"])
@@ -74,14 +68,14 @@ def add_train_arguments(p: argparse.ArgumentParser, preset: str | None = None) -
     run.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
     run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
     run.add_argument("--tensorboard", action="store_true", default=None)
-    add_speed_arguments(run, default=None)
+    add_speed_arguments(run, defaults=False)
 
 
-SETTINGS = ["data_root", "annotations", "images", "image_col", "prompt_col", "target_col", "target", "mos_range",
-            "prompt_prefix",
-            "skip_bad", "duplicates", "drop_overlap", "backbone", "weights", "resize", "train_patches", "eval_patches", "flip", "epochs", "batch_size", "lr",
-            "weight_decay", "accumulate", "precision", "grad_checkpointing", "protocol", "splits", "n_splits",
-            "group_by", "splits_dir", "seed", "device", "workers", "out", "resume", "tensorboard", "compile", "channels_last"]
+def _overrides(args: argparse.Namespace) -> dict:
+    """{field: value} for every TrainConfig field that is a flag of `args` (None: not given); the
+    preset is read apart, as the recipe the others override."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+            if f.name != "preset" and hasattr(args, f.name)}
 
 
 def config_from_args(args: argparse.Namespace):
@@ -90,8 +84,8 @@ def config_from_args(args: argparse.Namespace):
     import json
     from pathlib import Path
 
-    preset = args.fixed_preset or getattr(args, "preset", None)
-    overrides = {k: getattr(args, k, None) for k in SETTINGS}
+    preset = getattr(args, "preset", None)
+    overrides = _overrides(args)
     saved_path = Path(args.out or "") / "config.json"
     if args.resume and args.out and saved_path.is_file():
         saved = json.loads(saved_path.read_text())
@@ -109,18 +103,3 @@ def train_command(args: argparse.Namespace) -> int:
     run(config_from_args(args))
     return 0
 
-
-def script_main(preset: str) -> int:
-    """`python train_aigc_<name>.py [flags]`: ipce train --preset <name> [flags]."""
-    import sys
-
-    from ipce.errors import IpceError
-
-    parser = argparse.ArgumentParser(description=f"Train the {preset} preset (same flags as `ipce train`)")
-    add_train_arguments(parser, preset=preset)
-    args = parser.parse_args()
-    try:
-        return train_command(args)
-    except IpceError as err:
-        print(f"ipce: error: {err}", file=sys.stderr)
-        return 1

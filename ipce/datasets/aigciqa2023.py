@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ipce.datasets.images import make_data_error
+from ipce.errors import DataError
 
 __all__ = ["find_publisher_files", "publisher_items", "missing_message", "MAT_FILES", "SCALE"]
 
@@ -67,8 +67,8 @@ def _read_sheet(path: Path) -> list[tuple[int, list[str]]]:
     try:
         frame = pd.read_excel(path, header=None, dtype=str, keep_default_na=False, sheet_name=0)
     except Exception as exc:  # zipfile/openpyxl errors for a damaged file
-        raise make_data_error(f"{path}: cannot read the spreadsheet ({exc}); {_FROM_PUBLISHER} again",
-                              kind="unreadable-file", path=path) from None
+        raise DataError(f"{path}: cannot read the spreadsheet ({exc}); {_FROM_PUBLISHER} again",
+                        kind="unreadable-file", path=path) from None
     rows = []
     for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
         cells = ["" if v is None else str(v) for v in values]
@@ -79,8 +79,8 @@ def _read_sheet(path: Path) -> list[tuple[int, list[str]]]:
 
 def _need(path: Path | None, folder: Path, name: str) -> Path:
     if path is None:
-        raise make_data_error(f"{folder / name}: not found (also looked in {folder / 'DATA' / name}); "
-                              f"{_FROM_PUBLISHER}", kind="missing-file", path=folder / name)
+        raise DataError(f"{folder / name}: not found (also looked in {folder / 'DATA' / name}); "
+                        f"{_FROM_PUBLISHER}", kind="missing-file", path=folder / name)
     return path
 
 
@@ -96,9 +96,9 @@ def _prompts(path: Path) -> list[str]:
         rows = rows[1:]
     for number, cells in rows:
         if len(cells) < 3:
-            raise make_data_error(f"{path}, row {number}: expected the columns style, object class, prompt "
-                                  f"but found {len(cells)}; {_FROM_PUBLISHER}", kind="missing-column",
-                                  path=path, row=number)
+            raise DataError(f"{path}, row {number}: expected the columns style, object class, prompt "
+                            f"but found {len(cells)}; {_FROM_PUBLISHER}", kind="missing-column",
+                            path=path, row=number)
     # Kept as published (only the cell itself): all_set.csv copied the same text.
     return [cells[2] for _, cells in rows]
 
@@ -108,11 +108,11 @@ def _pictures(path: Path) -> list[tuple[int, str, str]]:
     pictures = []
     for number, cells in _read_sheet(path):
         if len(cells) < 2:
-            raise make_data_error(f"{path}, row {number}: expected the columns model, image_name but found "
-                                  f"{len(cells)}; {_FROM_PUBLISHER}", kind="missing-column", path=path, row=number)
+            raise DataError(f"{path}, row {number}: expected the columns model, image_name but found "
+                            f"{len(cells)}; {_FROM_PUBLISHER}", kind="missing-column", path=path, row=number)
         pictures.append((number, cells[0].strip(), cells[1].strip()))
     if not pictures:
-        raise make_data_error(f"{path}: no rows; {_FROM_PUBLISHER} again", kind="unreadable-file", path=path)
+        raise DataError(f"{path}: no rows; {_FROM_PUBLISHER} again", kind="unreadable-file", path=path)
     return pictures
 
 
@@ -122,34 +122,34 @@ def _scores(path: Path, count: int, index_path: Path) -> list[float]:
     from scipy.io import loadmat
 
     if not path.is_file():
-        raise make_data_error(f"{path}: not found; {_FROM_PUBLISHER} (folder {MAT_DIR.as_posix()})",
-                              kind="missing-file", path=path)
+        raise DataError(f"{path}: not found; {_FROM_PUBLISHER} (folder {MAT_DIR.as_posix()})",
+                        kind="missing-file", path=path)
     try:
         content = loadmat(str(path))
     except Exception as exc:  # scipy raises several types for non-MATLAB or damaged files
-        raise make_data_error(f"{path}: cannot read the MATLAB file ({exc}); {_FROM_PUBLISHER} again",
-                              kind="unreadable-file", path=path) from None
+        raise DataError(f"{path}: cannot read the MATLAB file ({exc}); {_FROM_PUBLISHER} again",
+                        kind="unreadable-file", path=path) from None
     if "MOSz" not in content:
         found = ", ".join(k for k in content if not k.startswith("__")) or "none"
-        raise make_data_error(f"{path}: no variable 'MOSz' (variables found: {found}); {_FROM_PUBLISHER} again",
-                              kind="missing-column", path=path)
+        raise DataError(f"{path}: no variable 'MOSz' (variables found: {found}); {_FROM_PUBLISHER} again",
+                        kind="missing-column", path=path)
     try:
         values = np.asarray(content["MOSz"], dtype=float)
     except (TypeError, ValueError):
-        raise make_data_error(f"{path}: variable 'MOSz' is not numeric; {_FROM_PUBLISHER} again",
-                              kind="bad-score", path=path) from None
+        raise DataError(f"{path}: variable 'MOSz' is not numeric; {_FROM_PUBLISHER} again",
+                        kind="bad-score", path=path) from None
     if values.ndim > 2 or (values.ndim == 2 and min(values.shape) != 1):
-        raise make_data_error(f"{path}: variable 'MOSz' has shape {values.shape}, expected one value per image; "
-                              f"{_FROM_PUBLISHER} again", kind="unreadable-file", path=path)
+        raise DataError(f"{path}: variable 'MOSz' has shape {values.shape}, expected one value per image; "
+                        f"{_FROM_PUBLISHER} again", kind="unreadable-file", path=path)
     values = values.ravel()
     if len(values) != count:
-        raise make_data_error(f"{path}: 'MOSz' has {len(values)} values but {index_path} lists {count} images; "
-                              f"use the .mat files and {PIC_INDEX} of the same release ({PUBLISHER_URL})",
-                              kind="unreadable-file", path=path)
+        raise DataError(f"{path}: 'MOSz' has {len(values)} values but {index_path} lists {count} images; "
+                        f"use the .mat files and {PIC_INDEX} of the same release ({PUBLISHER_URL})",
+                        kind="unreadable-file", path=path)
     for i, value in enumerate(values.tolist()):
         if not math.isfinite(value):
-            raise make_data_error(f"{path}, index {i + 1}: 'MOSz' value {value} is NaN or infinite; "
-                                  f"{_FROM_PUBLISHER} again", kind="bad-score", path=path, row=i + 1)
+            raise DataError(f"{path}, index {i + 1}: 'MOSz' value {value} is NaN or infinite; "
+                            f"{_FROM_PUBLISHER} again", kind="bad-score", path=path, row=i + 1)
     return values.tolist()
 
 
@@ -157,9 +157,9 @@ def _prompt_of(image_name: str, prompts: list[str], index_path: Path, row: int, 
     """The three digits before the dash are the prompt's 0-based row in the prompts file."""
     head = image_name[:3]
     if not (head.isdigit() and int(head) < len(prompts)):
-        raise make_data_error(f"{index_path}, row {row}: image {image_name!r} does not start with the 3-digit "
-                              f"number of a prompt row of {prompts_path} (000..{len(prompts) - 1:03d}); "
-                              f"{_FROM_PUBLISHER} again", kind="unreadable-file", path=index_path, row=row)
+        raise DataError(f"{index_path}, row {row}: image {image_name!r} does not start with the 3-digit "
+                        f"number of a prompt row of {prompts_path} (000..{len(prompts) - 1:03d}); "
+                        f"{_FROM_PUBLISHER} again", kind="unreadable-file", path=index_path, row=row)
     return prompts[int(head)]
 
 
@@ -167,11 +167,11 @@ def publisher_items(folder: Path, target_column: str) -> tuple[Path, list[tuple[
     """(pic-index.xlsx, items): one (row, "model/image_name", prompt, MOS / 20, model) per image."""
     folder = Path(folder)
     if target_column not in MAT_FILES:
-        raise make_data_error(f"{target_column}: not an AIGCIQA2023 score; choose one of {', '.join(MAT_FILES)}",
-                              kind="bad-option")
+        raise DataError(f"{target_column}: not an AIGCIQA2023 score; choose one of {', '.join(MAT_FILES)}",
+                        kind="bad-option")
     found = find_publisher_files(folder)
     if found is None:
-        raise make_data_error(missing_message(folder), kind="missing-file", path=folder / "all_set.csv")
+        raise DataError(missing_message(folder), kind="missing-file", path=folder / "all_set.csv")
     index_path = _need(found["pic_index"], folder, PIC_INDEX)
     prompts_path = _need(found["prompts"], folder, PROMPTS)
     pictures = _pictures(index_path)

@@ -11,18 +11,14 @@ Warnings never make a report fail.
 """
 from __future__ import annotations
 
-import csv
-import io
-import os
-import tempfile
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 from ipce.datasets.images import image_problem_kind
 from ipce.datasets.problems import Problem
+from ipce.utils.io import write_csv
 
 __all__ = ["Problem", "CheckReport", "check_records", "check_annotations", "filter_bad", "count_long_prompts",
            "format_report", "write_report_csv", "CONTEXT_LENGTH", "PROMPT_TEMPLATE"]
@@ -154,6 +150,9 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
         lines.append("scores: none in the annotations")
     else:
         lines.append(f"score range: {report.score_min:.4g} .. {report.score_max:.4g}")
+        if report.score_min < 0 or report.score_max > 5:
+            lines.append("  scores lie outside the model's 0..5: train with --mos-range LO HI (the scale of "
+                         "your scores, e.g. 0 100)")
     if report.long_prompts is None:
         lines.append("prompts over 77 tokens: not counted (open_clip is not installed)")
     else:
@@ -170,22 +169,7 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
 
 def write_report_csv(path, problems, warnings=()) -> None:
     """Write `path,row,severity,problem` rows (severity error or warning, problem = "kind: message");
-    temporary file then rename."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "row", "severity", "problem"])
-    for severity, items in (("error", problems), ("warning", warnings)):
-        for p in items:
-            writer.writerow([p.path, "" if p.row is None else p.row, severity, f"{p.kind}: {p.message}"])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    written atomically."""
+    rows = [[p.path, "" if p.row is None else p.row, severity, f"{p.kind}: {p.message}"]
+            for severity, items in (("error", problems), ("warning", warnings)) for p in items]
+    write_csv(path, ["path", "row", "severity", "problem"], rows)

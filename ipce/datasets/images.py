@@ -36,7 +36,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ipce.errors import DataError
 
-__all__ = ["open_rgb", "image_problem", "PROBLEM_KINDS", "make_data_error"]
+__all__ = ["open_rgb", "image_problem", "PROBLEM_KINDS"]
 
 # Short names used in reports, with what they mean.
 PROBLEM_KINDS: dict[str, str] = {
@@ -56,15 +56,6 @@ _INT_MODES = {"I", "I;16", "I;16L", "I;16B", "I;16N"}
 # warnings.catch_warnings changes process-wide state; serialise the (cheap) header
 # parse that may warn, so parallel decoding threads cannot undo each other's filter.
 _OPEN_LOCK = threading.Lock()
-
-
-def make_data_error(message: str, *, kind: str, path=None, row: int | None = None) -> DataError:
-    """A `DataError` with a one-line message and `.kind`, `.path`, `.row` attributes."""
-    err = DataError(" ".join(str(message).split()))
-    err.kind = kind
-    err.path = None if path is None else str(path)
-    err.row = row
-    return err
 
 
 def _one_line(text) -> str:
@@ -104,17 +95,17 @@ def open_rgb(path) -> Image.Image:
     try:
         size = os.stat(path).st_size
     except FileNotFoundError:
-        raise make_data_error(f"{path}: image file not found; check the path or the --images/--data-root folder",
-                              kind="missing", path=path) from None
+        raise DataError(f"{path}: image file not found; check the path or the --images/--data-root folder",
+                        kind="missing", path=path) from None
     except OSError as exc:
-        raise make_data_error(f"{path}: cannot read the image ({_one_line(exc.strerror or exc)}); check the path",
-                              kind="unreadable", path=path) from None
+        raise DataError(f"{path}: cannot read the image ({_one_line(exc.strerror or exc)}); check the path",
+                        kind="unreadable", path=path) from None
     if path.is_dir():
-        raise make_data_error(f"{path}: is a folder, not an image file; check the image name in the annotations",
-                              kind="unreadable", path=path)
+        raise DataError(f"{path}: is a folder, not an image file; check the image name in the annotations",
+                        kind="unreadable", path=path)
     if size == 0:
-        raise make_data_error(f"{path}: image file is empty (0 bytes); re-download or regenerate it",
-                              kind="empty", path=path)
+        raise DataError(f"{path}: image file is empty (0 bytes); re-download or regenerate it",
+                        kind="empty", path=path)
     try:
         with open(path, "rb") as fh:
             with _OPEN_LOCK, warnings.catch_warnings():
@@ -127,28 +118,28 @@ def open_rgb(path) -> Image.Image:
             im.load()
             return _to_rgb(im)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise make_data_error(
+        raise DataError(
             f"{path}: image too large, could be a decompression bomb ({_one_line(exc)}); "
             "shrink the image or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
             kind="too-large", path=path) from None
     except UnidentifiedImageError:
-        raise make_data_error(f"{path}: not an image file (Pillow cannot identify it); replace it with the real image",
-                              kind="not-an-image", path=path) from None
+        raise DataError(f"{path}: not an image file (Pillow cannot identify it); replace it with the real image",
+                        kind="not-an-image", path=path) from None
     except PermissionError as exc:
-        raise make_data_error(f"{path}: cannot read the image ({_one_line(exc.strerror or exc)}); check permissions",
-                              kind="unreadable", path=path) from None
+        raise DataError(f"{path}: cannot read the image ({_one_line(exc.strerror or exc)}); check permissions",
+                        kind="unreadable", path=path) from None
     except ValueError as exc:
         if "conversion" in str(exc) or "mode" in str(exc):
-            raise make_data_error(f"{path}: cannot convert pixel mode to RGB ({_one_line(exc)}); "
-                                  "re-save the image as RGB", kind="unsupported-mode", path=path) from None
-        raise make_data_error(f"{path}: corrupt image ({_one_line(exc)}); re-download or regenerate it",
-                              kind="corrupt", path=path) from None
+            raise DataError(f"{path}: cannot convert pixel mode to RGB ({_one_line(exc)}); "
+                            "re-save the image as RGB", kind="unsupported-mode", path=path) from None
+        raise DataError(f"{path}: corrupt image ({_one_line(exc)}); re-download or regenerate it",
+                        kind="corrupt", path=path) from None
     except Exception as exc:  # OSError, SyntaxError, EOFError, struct.error, ... from a damaged file
         text = _one_line(exc) or type(exc).__name__
         kind = "truncated" if ("truncated" in text.lower() or isinstance(exc, EOFError)) else "corrupt"
         what = "truncated image" if kind == "truncated" else "corrupt image"
-        raise make_data_error(f"{path}: {what} ({text}); re-download or regenerate it",
-                              kind=kind, path=path) from None
+        raise DataError(f"{path}: {what} ({text}); re-download or regenerate it",
+                        kind=kind, path=path) from None
 
 
 def image_problem(path) -> str | None:

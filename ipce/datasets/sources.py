@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
-from ipce.datasets.images import make_data_error
 from ipce.datasets.problems import Problem
 from ipce.errors import DataError
 
@@ -94,7 +93,7 @@ class Annotations:
             first = self.problems[0]
             more = len(self.problems) - 1
             tail = f" (and {more} more problem(s); `ipce check-data` lists them all)" if more else ""
-            raise make_data_error(first.message + tail, kind=first.kind, path=first.path or None, row=first.row)
+            raise DataError(first.message + tail, kind=first.kind, path=first.path or None, row=first.row)
         return self.records
 
 
@@ -142,8 +141,8 @@ def generator_of(name: str) -> str | None:
 def dataset_info(preset: str) -> DatasetInfo:
     key = str(preset).lower().replace("-", "").replace("_", "")
     if key not in DATASETS:
-        raise make_data_error(f"--preset {preset}: unknown dataset; choose one of {', '.join(DATASETS)}",
-                              kind="bad-option")
+        raise DataError(f"--preset {preset}: unknown dataset; choose one of {', '.join(DATASETS)}",
+                        kind="bad-option")
     return DATASETS[key]
 
 
@@ -181,13 +180,13 @@ def load_rows(path: Path) -> tuple[list[list[str]], list[int]]:
     import pandas as pd
 
     if not path.is_file():
-        raise make_data_error(f"{path}: annotation file not found; check the path", kind="missing-file", path=path)
+        raise DataError(f"{path}: annotation file not found; check the path", kind="missing-file", path=path)
     if _is_excel(path):
         try:
             frame = pd.read_excel(path, header=None, dtype=str, keep_default_na=False, sheet_name=0)
         except Exception as exc:  # zipfile/openpyxl errors for damaged files
-            raise make_data_error(f"{path}: cannot read the spreadsheet ({_clip(exc, 120)}); "
-                                  "re-save it as .xlsx or CSV", kind="unreadable-file", path=path) from None
+            raise DataError(f"{path}: cannot read the spreadsheet ({_clip(exc, 120)}); "
+                            "re-save it as .xlsx or CSV", kind="unreadable-file", path=path) from None
         rows, numbers = [], []
         for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
             cells = ["" if v is None else str(v) for v in values]
@@ -202,21 +201,21 @@ def load_rows(path: Path) -> tuple[list[list[str]], list[int]]:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data[: exc.start].count(b"\n") + 1
-        raise make_data_error(
+        raise DataError(
             f"{path}, row {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
             "re-save the file as UTF-8 (e.g. Excel 'CSV UTF-8' or iconv -f latin1 -t utf-8)",
             kind="encoding", path=path, row=line) from None
     if not text.strip():
-        raise make_data_error(f"{path}: annotation file is empty; re-download it", kind="unreadable-file", path=path)
+        raise DataError(f"{path}: annotation file is empty; re-download it", kind="unreadable-file", path=path)
     try:
         frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False,
                             skip_blank_lines=True)
     except Exception as exc:  # pandas ParserError etc.
         found = re.search(r"line (\d+)", str(exc))
         row = int(found.group(1)) if found else None
-        raise make_data_error(f"{_where(path, row)}: cannot parse the CSV ({_clip(exc, 120)}); "
-                              "check the quoting and the number of commas on that line",
-                              kind="unreadable-file", path=path, row=row) from None
+        raise DataError(f"{_where(path, row)}: cannot parse the CSV ({_clip(exc, 120)}); "
+                        "check the quoting and the number of commas on that line",
+                        kind="unreadable-file", path=path, row=row) from None
     rows = [["" if v is None else str(v) for v in values] for values in frame.itertuples(index=False, name=None)]
     numbers = _line_starts(text)
     if numbers is None or len(numbers) != len(rows):
@@ -233,30 +232,30 @@ def _column(header: list[str], wanted: str, path: Path, row: int, hint: str = ""
         if name.strip().lower() == folded:
             return i
     found = ", ".join(repr(h) for h in header) or "none"
-    raise make_data_error(f"{path}, row {row}: missing column {wanted!r} (columns found: {found}); "
-                          f"{hint or 'rename the column or choose it with the matching --*-col flag'}",
-                          kind="missing-column", path=path, row=row)
+    raise DataError(f"{path}, row {row}: missing column {wanted!r} (columns found: {found}); "
+                    f"{hint or 'rename the column or choose it with the matching --*-col flag'}",
+                    kind="missing-column", path=path, row=row)
 
 
 def _score(raw, path: Path, row: int, column: str) -> float:
     """A score cell as a float (a float from a .mat file passes through the same checks)."""
     if isinstance(raw, float):
         if not math.isfinite(raw):
-            raise make_data_error(f"{path}, row {row}: score {raw!r} in column {column!r} is NaN or infinite; "
-                                  "fix the value or remove the row", kind="bad-score", path=path, row=row)
+            raise DataError(f"{path}, row {row}: score {raw!r} in column {column!r} is NaN or infinite; "
+                            "fix the value or remove the row", kind="bad-score", path=path, row=row)
         return raw
     raw = (raw or "").strip()
     if not raw:
-        raise make_data_error(f"{path}, row {row}: empty score in column {column!r}; fill it in or remove the row",
-                              kind="bad-score", path=path, row=row)
+        raise DataError(f"{path}, row {row}: empty score in column {column!r}; fill it in or remove the row",
+                        kind="bad-score", path=path, row=row)
     try:
         value = float(raw)
     except ValueError:
-        raise make_data_error(f"{path}, row {row}: score {_clip(raw, 30)!r} in column {column!r} is not a number; "
-                              "fix the value or remove the row", kind="bad-score", path=path, row=row) from None
+        raise DataError(f"{path}, row {row}: score {_clip(raw, 30)!r} in column {column!r} is not a number; "
+                        "fix the value or remove the row", kind="bad-score", path=path, row=row) from None
     if not math.isfinite(value):
-        raise make_data_error(f"{path}, row {row}: score {raw!r} in column {column!r} is NaN or infinite; "
-                              "fix the value or remove the row", kind="bad-score", path=path, row=row)
+        raise DataError(f"{path}, row {row}: score {raw!r} in column {column!r} is NaN or infinite; "
+                        "fix the value or remove the row", kind="bad-score", path=path, row=row)
     return value
 
 
@@ -321,8 +320,8 @@ def apply_duplicates(records: list[Record], policy: str, path) -> tuple[list[Rec
     """One warning per image listed more than once (its rows and values), and the records the policy keeps:
     'keep' every row as published, 'first' the first row, 'mean' the first row with the mean score."""
     if policy not in DUPLICATE_POLICIES:
-        raise make_data_error(f"--duplicates {policy}: choose one of {', '.join(DUPLICATE_POLICIES)}",
-                              kind="bad-option")
+        raise DataError(f"--duplicates {policy}: choose one of {', '.join(DUPLICATE_POLICIES)}",
+                        kind="bad-option")
     groups: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
         groups.setdefault(os.path.normcase(str(rec.image)), []).append(i)
@@ -374,7 +373,7 @@ def _read_header_table(path: Path, image_dir: Path, name_col: str, prompt_col: s
                        model_col: str | None = None, hint: str = "", duplicates: str = "keep") -> Annotations:
     rows, numbers = load_rows(path)
     if not rows:
-        raise make_data_error(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
+        raise DataError(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
     header, header_row = [h.strip() for h in rows[0]], numbers[0]
     i_name = _column(header, name_col, path, header_row, hint)
     i_prompt = _column(header, prompt_col, path, header_row, hint)
@@ -410,7 +409,7 @@ def _read_headerless_or_header(path: Path, image_dir: Path, require_target: bool
     """AIGCQA-30K: `name,prompt[,mos]`, a header row present or not (detected, never assumed)."""
     rows, numbers = load_rows(path)
     if not rows:
-        raise make_data_error(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
+        raise DataError(f"{path}: annotation file has no rows; re-download it", kind="unreadable-file", path=path)
     width = max(len(r) for r in rows)
     has_header = _looks_like_header(rows[0], 2 if width >= 3 else None)
     if has_header:
@@ -427,15 +426,15 @@ def _read_headerless_or_header(path: Path, image_dir: Path, require_target: bool
     else:
         i_name, i_prompt = 0, 1
         if width < 2:
-            raise make_data_error(f"{path}, row {numbers[0]}: expected the columns name,prompt"
-                                  f"{',mos' if require_target else ''} but found 1 column; "
-                                  "re-download the file", kind="missing-column", path=path, row=numbers[0])
+            raise DataError(f"{path}, row {numbers[0]}: expected the columns name,prompt"
+                            f"{',mos' if require_target else ''} but found 1 column; "
+                            "re-download the file", kind="missing-column", path=path, row=numbers[0])
         if width >= 3:
             i_target, target_name = 2, "mos (column 3)"
         elif require_target:
-            raise make_data_error(f"{path}, row {numbers[0]}: no score column (expected name,prompt,mos); "
-                                  "use the training file info_train.csv", kind="missing-column",
-                                  path=path, row=numbers[0])
+            raise DataError(f"{path}, row {numbers[0]}: no score column (expected name,prompt,mos); "
+                            "use the training file info_train.csv", kind="missing-column",
+                            path=path, row=numbers[0])
         else:
             i_target, target_name = None, None
         body = list(zip(rows, numbers))
@@ -461,8 +460,8 @@ def _normalise_subset(info: DatasetInfo, subset: str | None) -> str:
     elif subset in (None, ""):
         return info.subsets[0]
     choices = ", ".join(info.subsets if info.subsets != ("all",) else ("all", "train"))
-    raise make_data_error(f"--subset {subset}: {info.folder} has no such subset; choose one of {choices}",
-                          kind="bad-option")
+    raise DataError(f"--subset {subset}: {info.folder} has no such subset; choose one of {choices}",
+                    kind="bad-option")
 
 
 def _resolve_target(info: DatasetInfo, target: str | None) -> tuple[str, str]:
@@ -473,8 +472,8 @@ def _resolve_target(info: DatasetInfo, target: str | None) -> tuple[str, str]:
         if name.lower() in (key.lower(), column.lower()):
             return key, column
     choices = ", ".join(f"{k} ({c})" for k, c in info.targets.items())
-    raise make_data_error(f"--target {target}: {info.folder} has no such score; choose one of {choices}",
-                          kind="bad-option")
+    raise DataError(f"--target {target}: {info.folder} has no such score; choose one of {choices}",
+                    kind="bad-option")
 
 
 def _where_to_get(info: DatasetInfo, names) -> str:
@@ -488,7 +487,7 @@ def _where_to_get(info: DatasetInfo, names) -> str:
 def _read_aigciqa2023_publisher(folder: Path, image_dir: Path, column: str, duplicates: str) -> Annotations:
     """No all_set.csv: the publisher's .mat files and spreadsheets, read into the same records."""
     if find_publisher_files(folder) is None:
-        raise make_data_error(missing_message(folder), kind="missing-file", path=folder / "all_set.csv")
+        raise DataError(missing_message(folder), kind="missing-file", path=folder / "all_set.csv")
     source, items = publisher_items(folder, column)
     return _build(source, image_dir, items, score_column=column, generator_from_name=False, duplicates=duplicates)
 
@@ -503,7 +502,7 @@ def load_dataset(preset: str, data_root="data", subset: str = "train", target: s
     folder = Path(data_root) / info.folder
     candidates = info.annotations[subset]
     if not folder.is_dir():
-        raise make_data_error(
+        raise DataError(
             f"{folder}: dataset folder not found; download {info.folder} from {info.url} and unpack it so that "
             f"{folder / candidates[0]} exists (or pass --data-root DIR)", kind="missing-file", path=folder)
     path = next((folder / c for c in candidates if (folder / c).is_file()), None)
@@ -511,8 +510,8 @@ def load_dataset(preset: str, data_root="data", subset: str = "train", target: s
         return _read_aigciqa2023_publisher(folder, folder / info.image_dirs[subset], column, duplicates)
     if path is None:
         also = f" (also looked for {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
-        raise make_data_error(f"{folder / candidates[0]}: annotation file not found{also}; get "
-                              f"{_where_to_get(info, candidates)}", kind="missing-file", path=folder / candidates[0])
+        raise DataError(f"{folder / candidates[0]}: annotation file not found{also}; get "
+                        f"{_where_to_get(info, candidates)}", kind="missing-file", path=folder / candidates[0])
     image_dir = folder / info.image_dirs[subset]
     hint = f"use the published file ({_where_to_get(info, [path.name])})"
 
@@ -534,10 +533,10 @@ def load_custom(annotations, images, image_col: str = "image", prompt_col: str =
     path = Path(annotations)
     folder = Path(images)
     if not path.is_file():
-        raise make_data_error(f"{path}: annotation file not found; check --annotations", kind="missing-file",
-                              path=path)
+        raise DataError(f"{path}: annotation file not found; check --annotations", kind="missing-file",
+                        path=path)
     if not folder.is_dir():
-        raise make_data_error(f"{folder}: images folder not found; check --images", kind="missing-file", path=folder)
+        raise DataError(f"{folder}: images folder not found; check --images", kind="missing-file", path=folder)
     return _read_header_table(path, folder, image_col, prompt_col, target_col, require_target=require_target,
                               duplicates=duplicates)
 

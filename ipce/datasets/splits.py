@@ -21,17 +21,14 @@ an image listed twice in the dataset; `read_split_dir` counts what it finds
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from ipce.datasets.images import make_data_error
+from ipce.errors import DataError
+from ipce.utils.io import write_csv
 
 __all__ = ["Split", "SplitFileCheck", "random_splits", "holdout_splits", "read_split_dir", "import_split_dir",
            "unusable_splits", "write_split_dir"]
@@ -57,8 +54,8 @@ def _units(records, group_by: str | None) -> list[list[int]]:
     groups: dict[object, list[int]] = {}
     for i, rec in enumerate(records):
         if not hasattr(rec, group_by):
-            raise make_data_error(f"--group-by {group_by}: records have no such field; use prompt or generator",
-                                  kind="bad-option")
+            raise DataError(f"--group-by {group_by}: records have no such field; use prompt or generator",
+                            kind="bad-option")
         key = getattr(rec, group_by)
         groups.setdefault(("__alone__", i) if key is None else ("value", key), []).append(i)
     return list(groups.values())
@@ -100,12 +97,12 @@ def _key(split: Split) -> tuple:
 
 def _make(records, n: int, fractions: tuple[float, ...], seed: int, group_by: str | None) -> list[Split]:
     if n < 1:
-        raise make_data_error(f"--n {n}: the number of splits must be at least 1", kind="bad-option")
+        raise DataError(f"--n {n}: the number of splits must be at least 1", kind="bad-option")
     units = _units(records, group_by)
     what = f"{group_by} groups" if group_by else "records"
     if len(units) < len(fractions):
-        raise make_data_error(f"cannot split {len(units)} {what} into {len(fractions)} non-empty parts; "
-                              "add records or drop --group-by", kind="bad-option")
+        raise DataError(f"cannot split {len(units)} {what} into {len(fractions)} non-empty parts; "
+                        "add records or drop --group-by", kind="bad-option")
     splits: list[Split] = []
     seen: set[tuple] = set()
     for k in range(n):
@@ -114,7 +111,7 @@ def _make(records, n: int, fractions: tuple[float, ...], seed: int, group_by: st
             if _key(split) not in seen:
                 break
         else:
-            raise make_data_error(
+            raise DataError(
                 f"split {k + 1} of {n} coincides with an earlier one: {len(units)} {what} allow too few "
                 f"distinct splits; ask for fewer splits (--n) or use more data", kind="bad-option")
         seen.add(_key(split))
@@ -126,7 +123,7 @@ def random_splits(records, n: int = 10, ratio: float = 0.8, seed: int = DEFAULT_
                   group_by: str | None = None) -> list[Split]:
     """`n` seeded train/val splits with `ratio` of the records in train (the paper's ten 80/20 splits)."""
     if not 0.0 < ratio < 1.0:
-        raise make_data_error(f"--ratio {ratio}: must lie strictly between 0 and 1 (e.g. 0.8)", kind="bad-option")
+        raise DataError(f"--ratio {ratio}: must lie strictly between 0 and 1 (e.g. 0.8)", kind="bad-option")
     return _make(records, n, (ratio, 1.0 - ratio), seed, group_by)
 
 
@@ -135,8 +132,8 @@ def holdout_splits(records, n: int = 10, ratios=(0.7, 0.1, 0.2), seed: int = DEF
     """`n` seeded three-way train/val/test splits with the given ratios (summing to 1)."""
     ratios = tuple(float(r) for r in ratios)
     if len(ratios) != 3 or any(r <= 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise make_data_error(f"ratios {ratios}: need three positive train/val/test fractions summing to 1 "
-                              "(e.g. 0.7 0.1 0.2)", kind="bad-option")
+        raise DataError(f"ratios {ratios}: need three positive train/val/test fractions summing to 1 "
+                        "(e.g. 0.7 0.1 0.2)", kind="bad-option")
     return _make(records, n, ratios, seed, group_by)
 
 
@@ -273,8 +270,8 @@ def read_split_dir(directory, records, drop_overlap: bool = False) -> tuple[list
     directory = Path(directory)
     folders = _numbered_dirs(directory)
     if not folders:
-        raise make_data_error(f"{directory}: no numbered split folders (expected {directory}/1/train.csv, "
-                              f"{directory}/1/val.csv, ...); check --splits-dir", kind="missing-file", path=directory)
+        raise DataError(f"{directory}: no numbered split folders (expected {directory}/1/train.csv, "
+                        f"{directory}/1/val.csv, ...); check --splits-dir", kind="missing-file", path=directory)
     by_name: dict[str, list[int]] = {}
     by_base: dict[str, list[int]] = {}
     for i, rec in enumerate(records):
@@ -290,8 +287,8 @@ def read_split_dir(directory, records, drop_overlap: bool = False) -> tuple[list
             if not path.is_file():
                 if part == "test":
                     continue
-                raise make_data_error(f"{path}: split file not found; every split folder needs train.csv and val.csv",
-                                      kind="missing-file", path=path)
+                raise DataError(f"{path}: split file not found; every split folder needs train.csv and val.csv",
+                                kind="missing-file", path=path)
             parts[part] = _read_split_file(path, records, by_name, by_base)
         # overlap is by image file: an image listed twice in the dataset (two records) on both sides leaks too
         train = {records[i].image for i in parts["train"].indices}
@@ -326,26 +323,14 @@ def import_split_dir(directory, records, drop_overlap: bool = False) -> list[Spl
     return [split for _, split in read_split_dir(directory, records, drop_overlap)[0]]
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_split_dir(directory, records, splits) -> None:
     """Write `<dir>/<k>/train.csv`, `val.csv` (and `test.csv` when the split has one), k from 1, each with
     header `image,prompt,mos`; every file is written to a temporary name and renamed."""
     directory = Path(directory)
     stale = [p for k, p in _numbered_dirs(directory) if k > len(splits) and any(p.glob("*.csv"))]
     if stale:
-        raise make_data_error(f"{stale[0]}: holds a split from an earlier run ({len(stale)} extra folder(s)); "
-                              "choose an empty --out folder or delete the old one", kind="bad-option", path=stale[0])
+        raise DataError(f"{stale[0]}: holds a split from an earlier run ({len(stale)} extra folder(s)); "
+                        "choose an empty --out folder or delete the old one", kind="bad-option", path=stale[0])
     directory.mkdir(parents=True, exist_ok=True)
     for k, split in enumerate(splits, start=1):
         folder = directory / str(k)
@@ -357,13 +342,9 @@ def write_split_dir(directory, records, splits) -> None:
                 if path.exists():
                     path.unlink()  # a test.csv left by an earlier three-way run would be read back
                 continue
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            writer.writerow(["image", "prompt", "mos"])
-            for index in indices:
-                rec = records[index]
-                writer.writerow([rec.name, rec.prompt, "" if rec.target is None else repr(float(rec.target))])
-            _write_atomic(path, buffer.getvalue())
+            rows = [[records[i].name, records[i].prompt,
+                     "" if records[i].target is None else repr(float(records[i].target))] for i in indices]
+            write_csv(path, ["image", "prompt", "mos"], rows)
 
 
 def split_summary(splits) -> str:

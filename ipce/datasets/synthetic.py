@@ -67,7 +67,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -75,6 +74,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from ipce.errors import IpceError
+from ipce.utils.io import write_bytes, write_text
 
 FORMAT_VERSION = 1  # bump when the output for a given config changes
 
@@ -375,12 +375,6 @@ def _config_json(cfg: SyntheticConfig) -> dict:
     return json.loads(json.dumps({"format_version": FORMAT_VERSION, "config": asdict(cfg)}))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _write_sample(images: Path, sample: dict) -> dict:
     path = images / sample["row"]["image"]
     data = sample["bytes"]
@@ -388,7 +382,7 @@ def _write_sample(images: Path, sample: dict) -> dict:
         buf = io.BytesIO()
         sample["image"].save(buf, format="PNG", compress_level=1)
         data = buf.getvalue()
-    _write_atomic(path, data)
+    write_bytes(path, data)
     return sample["row"]
 
 
@@ -445,10 +439,10 @@ def generate(out_dir, config: SyntheticConfig = SyntheticConfig(), progress: boo
         if "/" not in name and "\\" not in name:
             (images / name).unlink(missing_ok=True)
 
-    _write_atomic(out / "config.json", json.dumps(_config_json(config), indent=1).encode())
+    write_text(out / "config.json", json.dumps(_config_json(config), indent=1))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(ann, buf.getvalue().encode("utf-8"))
+    write_text(ann, buf.getvalue())
     return ann

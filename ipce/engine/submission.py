@@ -6,14 +6,12 @@ and `submission.zip` with those two files at its root. Every file is written ato
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 from typing import Sequence
 
 from ipce.errors import IpceError
-from ipce.utils.checkpoint import atomic_path
-from ipce.utils.report import write_text
+from ipce.utils.io import atomic_file, write_text
 
 OUTPUT_NAME = "output.txt"
 README_NAME = "readme.txt"
@@ -100,14 +98,10 @@ def readme_text(runtime_per_image: float, cpu: bool, description: str, extra_dat
 def write_zip(path: str | Path, members: dict[str, str]) -> Path:
     """A zip holding `members` (archive name -> text) at its root, written atomically."""
     path = Path(path)
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path) as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for name, text in members.items():
                 archive.writestr(name, text.encode("utf-8"))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -119,7 +113,7 @@ def write_submission(folder: str | Path, names: Sequence[str], scores: Sequence[
     output = output_text(names, scores)
     readme = readme_text(runtime_per_image, cpu, description)
     paths = {"output": folder / OUTPUT_NAME, "readme": folder / README_NAME, "zip": folder / ZIP_NAME}
-    write_text(paths["output"], output)
-    write_text(paths["readme"], readme)
+    write_text(paths["output"], output, fsync=True)
+    write_text(paths["readme"], readme, fsync=True)
     write_zip(paths["zip"], {OUTPUT_NAME: output, README_NAME: readme})
     return paths

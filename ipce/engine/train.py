@@ -27,7 +27,8 @@ from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
-from ipce.utils.checkpoint import atomic_path, save_checkpoint
+from ipce.utils.checkpoint import save_checkpoint
+from ipce.utils.io import save_torch, write_csv, write_text
 from ipce.utils.speed import apply_speed_options
 
 
@@ -161,8 +162,8 @@ def check_files(config: TrainConfig, found):
     if not config.skip_bad:
         lines = [p.message for p in report.problems[:20]]  # each names its file (and row)
         more = len(report.problems) - len(lines)
-        raise DataError(f"{len(report.problems)} bad records; fix them or pass --skip-bad to drop them:\n  "
-                        + "\n  ".join(lines) + (f"\n  ... and {more} more" if more > 0 else ""))
+        raise DataError(f"{len(report.problems)} bad records; fix them or pass --skip-bad to drop them:",
+                        details=lines + ([f"... and {more} more"] if more > 0 else []))
     kept = filter_bad(found.records, report)
     if is_main():
         print(f"--skip-bad: dropped {found.rows - len(kept)} bad records of {found.rows}")
@@ -216,35 +217,9 @@ def checkpoint_meta(config: TrainConfig, model: CorrespondenceScorer, metrics: d
 
 
 # ---------------------------------------------------------------------------- files
-def atomic_torch_save(obj, path: Path) -> None:
-    tmp = atomic_path(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def write_lines(path: Path, lines: list[str]) -> None:
-    tmp = atomic_path(path)
-    try:
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_predictions(path: Path, records, indices, preds) -> None:
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["image", "prompt", "mos", "score"])
-    for i, p in zip(indices, preds):
-        r = records[i]
-        writer.writerow([r.name, r.prompt, r.target, f"{p:.6f}"])
-    write_lines(path, buffer.getvalue().rstrip("\n").split("\n"))
+    rows = [[records[i].name, records[i].prompt, records[i].target, f"{p:.6f}"] for i, p in zip(indices, preds)]
+    write_csv(path, ["image", "prompt", "mos", "score"], rows)
 
 
 # ---------------------------------------------------------------------------- one split
@@ -361,13 +336,13 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
                 best = dict(record)
                 save_checkpoint(best_path, model, checkpoint_meta(config, model, metrics, epoch + 1))
                 write_predictions(split_dir / "val_predictions.csv", val_records, order, pred)
-            write_lines(split_dir / "metrics.jsonl", [json.dumps(h) for h in history])
+            write_text(split_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if writer is not None:
                 for key in ("train_loss", "srcc", "plcc", "main", "lr"):
                     writer.add_scalar(key, record[key], epoch + 1)
-            atomic_torch_save({"model": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
-                               "best": best, "torch_rng": torch.get_rng_state()}, state_path)
+            save_torch(state_path, {"model": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
+                                    "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
+                                    "best": best, "torch_rng": torch.get_rng_state()})
             tqdm.write(f"split {k} epoch {epoch + 1}: loss {train_loss:.4f}  srcc {metrics['srcc']:.4f}  "
                        f"plcc {metrics['plcc']:.4f}  ({len(train_set) / train_seconds:.1f} img/s)")
         best = gather(best)[0]  # every rank agrees with rank 0
@@ -387,7 +362,7 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
             write_predictions(split_dir / "test_predictions.csv", test_records, order, pred)
     if is_main():
         plot_split(split_dir, history, k)
-        (split_dir / "result.json").write_text(json.dumps(result, indent=2))
+        write_text(split_dir / "result.json", json.dumps(result, indent=2))
     return result
 
 
@@ -430,7 +405,7 @@ def run(config: TrainConfig) -> dict:
                         f"{min(splits)}..{max(splits)}")
     if is_main():
         out.mkdir(parents=True, exist_ok=True)
-        write_lines(out / "config.json", [json.dumps(config.to_dict(), indent=2)])
+        write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         for check in split_checks:
             print(f"{config.splits_dir}: {check.line()}")
         print(f"ipce train: {len(records)} records, splits {chosen}, {config.epochs} epochs, out {out}")
@@ -456,7 +431,8 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
     """summary.json and summary.md: per split and mean/std, the paper's row, the protocol, and what the
     data held (`data`: rows, records, duplicate warnings, split-file counts)."""
     from ipce.utils.metrics import summarize
-    from ipce.utils.report import PAPER_RESULTS, split_table, write_json, write_text
+    from ipce.utils.io import write_json
+    from ipce.utils.report import PAPER_RESULTS, split_table
 
     target = config.target or _default_target(config)
     paper = PAPER_RESULTS.get((config.preset, target)) or PAPER_RESULTS.get((config.dataset or "", target))
@@ -473,8 +449,9 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
     summary = {"preset": config.preset, "target": target, "protocol": config.protocol, "splits": results,
                "summary": stats, "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None, "note": note,
                "data": data or {}}
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n{data_notes(data or {})}")
+    write_json(out / "summary.json", summary, fsync=True)
+    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n{data_notes(data or {})}",
+               fsync=True)
     print(f"\n{table}\n\n{note}\nresults in {out}")
     return summary
 

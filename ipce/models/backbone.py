@@ -9,13 +9,13 @@ read with ``weights_only=True``.
 from __future__ import annotations
 
 import copy
-import os
 import zipfile
 from pathlib import Path
 
 import torch
 
 from ipce.errors import WeightsError
+from ipce.models.weights import OPENAI_WEIGHTS, candidates, locate
 
 # Tiny towers for tests and the demo: random weights, the real tokenizer. Heads = width // 64.
 TINY_CONFIGS: dict[str, dict] = {
@@ -34,26 +34,7 @@ TINY_CONFIGS: dict[str, dict] = {
     },
 }
 
-# OpenAI's file names, as clip.load caches them, and where to get them.
-OPENAI_FILES = {
-    "ViT-B-32": "ViT-B-32.pt",
-    "ViT-B-16": "ViT-B-16.pt",
-    "ViT-L-14": "ViT-L-14.pt",
-    "ViT-L-14-336": "ViT-L-14-336px.pt",
-}
-OPENAI_URL = "https://github.com/openai/CLIP/blob/main/clip/clip.py (the _MODELS table lists the download URL of each file)"
 RANDOM_PREFIX = "random:"
-
-
-def weight_dirs() -> list[Path]:
-    """Folders searched for a backbone's weight file, in order."""
-    dirs = []
-    if os.environ.get("IPCE_WEIGHTS"):
-        dirs.append(Path(os.environ["IPCE_WEIGHTS"]))
-    dirs.append(Path("weights"))
-    dirs.append(Path.home() / ".cache" / "clip")
-    dirs.append(Path.home() / ".cache" / "ipce")
-    return dirs
 
 
 def model_config(name: str) -> dict:
@@ -64,7 +45,7 @@ def model_config(name: str) -> dict:
 
     cfg = open_clip.get_model_config(name)
     if cfg is None:
-        known = sorted(TINY_CONFIGS) + sorted(OPENAI_FILES)
+        known = sorted(TINY_CONFIGS) + sorted(OPENAI_WEIGHTS)
         raise WeightsError(f"unknown backbone '{name}': use one of {', '.join(known)} or another open_clip model name")
     cfg = copy.deepcopy(cfg)
     cfg.pop("custom_text", None)
@@ -86,21 +67,18 @@ def build_clip(config: dict, quick_gelu: bool = True) -> torch.nn.Module:
 
 
 def find_weights(name: str) -> Path:
-    """The local weight file of a pretrained backbone, or a one-line error naming where we looked."""
-    candidates = []
-    file_names = [OPENAI_FILES.get(name, f"{name}.pt"), f"{name}.safetensors", f"{name}.bin"]
-    for folder in weight_dirs():
-        for file_name in file_names:
-            candidates.append(folder / file_name)
-    for path in candidates:
-        if path.is_file():
-            return path
-    looked = ", ".join(str(p) for p in candidates[: len(file_names) * 2 + 1])
-    raise WeightsError(
-        f"no weights for {name}: looked for {looked} (and {len(candidates) - len(file_names) * 2 - 1} more); "
-        f"download OpenAI's {OPENAI_FILES.get(name, name + '.pt')} (see {OPENAI_URL}) into ~/.cache/clip/ "
-        f"or pass --weights FILE"
-    )
+    """The local weight file of a pretrained backbone, or a one-line error naming where we looked
+    and how to get it."""
+    found = locate(name)
+    if found is not None:
+        return found
+    looked = candidates(name)
+    shown = ", ".join(str(p) for p in looked[:3])
+    known = OPENAI_WEIGHTS.get(name)
+    get = (f"run `ipce weights fetch {name}` (OpenAI's {known.file}, {known.url}) "
+           if known else "put the file in one of those folders ")
+    raise WeightsError(f"no weights for {name}: looked for {shown} and {len(looked) - 3} more paths "
+                       f"(`ipce weights list` shows them); {get}or pass --weights FILE")
 
 
 def _is_torchscript(path: Path) -> bool:

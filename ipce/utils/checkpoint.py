@@ -10,8 +10,6 @@ Nothing is ever unpickled beyond tensors (`weights_only=True`).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,19 +18,12 @@ import torch
 from ipce.errors import WeightsError
 from ipce.models.backbone import clip_from_state_dict, read_state_dict
 from ipce.models.correspondence import LEVELS, TEMPLATE, CorrespondenceScorer
+from ipce.utils.io import atomic_file
 
 FORMAT = "ipce-checkpoint"
 VERSION = 1
 # What a checkpoint without metadata (the seed's, a bare CLIP) is evaluated with.
 SEED_DEFAULTS = {"resize": 512, "patches": 15}
-
-
-def atomic_path(path: Path):
-    """A temporary file beside `path`, to be os.replace()d onto it once complete."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def save_checkpoint(path: str | Path, model: CorrespondenceScorer, meta: dict,
@@ -54,12 +45,8 @@ def save_checkpoint(path: str | Path, model: CorrespondenceScorer, meta: dict,
     }
     if "model_config" not in full_meta:
         raise ValueError("checkpoint metadata needs model_config")
-    tmp = atomic_path(path)
-    try:
+    with atomic_file(path) as tmp:
         save_file(tensors, str(tmp), metadata={"ipce": json.dumps(full_meta)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

@@ -1,23 +1,19 @@
-"""Tables and plots for evaluation results, and atomic file writes.
+"""Tables and plots for evaluation results.
 
 Plots are drawn on ``matplotlib.figure.Figure`` objects with the Agg canvas
 directly: pyplot is never imported, so no window opens and the process-wide
-backend is left alone.  Every write goes to a temporary file in the target's
-directory and is renamed over the target (``os.replace``), so a reader never
-sees half a file and an interrupted run leaves the old file intact.
+backend is left alone.  Every PNG is written atomically (``ipce.utils.io``):
+a reader never sees half a file and an interrupted run leaves the old file intact.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ipce.utils import io
 from ipce.utils.metrics import compute_metrics, fit_logistic
 
 __all__ = [
@@ -26,8 +22,6 @@ __all__ = [
     "plot_learning_curves",
     "plot_scatter",
     "split_table",
-    "write_json",
-    "write_text",
 ]
 
 # (preset, target) -> (SRCC, PLCC) reported by Peng et al., CVPRW 2024.
@@ -43,69 +37,6 @@ PAPER_LABEL = "paper (Peng et al. 2024)"
 
 DPI = 120
 _DASH = "–"  # en dash: "no value"
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _atomic_write(path, write: Callable, mode: str = "wb", encoding: str | None = None) -> Path:
-    """Call ``write(fileobj)`` on a temporary file next to ``path``, then rename it to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, encoding=encoding) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the result the permissions a plain open() would.
-        try:
-            os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        except OSError:
-            pass
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
-
-
-def _jsonable(obj):
-    """Plain JSON types; NaN/inf become None (null), numpy values become Python ones."""
-    if isinstance(obj, dict):
-        return {(str(k) if isinstance(k, Path) else k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _jsonable(obj.tolist())
-    if isinstance(obj, (bool, np.bool_)):
-        return bool(obj)
-    if isinstance(obj, (int, np.integer)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return v if math.isfinite(v) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path, obj) -> None:
-    """Write ``obj`` as JSON (indent 2, UTF-8, trailing newline) atomically.
-
-    NaN and infinities are written as ``null`` (JSON has no NaN); numpy scalars and
-    arrays, tuples and ``Path`` values are converted to plain JSON types.
-    """
-    text = json.dumps(_jsonable(obj), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-    _atomic_write(path, lambda f: f.write(text), mode="w", encoding="utf-8")
-
-
-def write_text(path, text: str) -> None:
-    """Write ``text`` (UTF-8) atomically."""
-    _atomic_write(path, lambda f: f.write(text), mode="w", encoding="utf-8")
 
 
 # --------------------------------------------------------------------------- table
@@ -193,7 +124,10 @@ def _new_figure(figsize):
 
 
 def _save_png(fig, path) -> Path:
-    return _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=DPI))
+    with io.atomic_file(path, fsync=True) as tmp:
+        with open(tmp, "wb") as f:
+            fig.savefig(f, format="png", dpi=DPI)
+    return Path(path)
 
 
 def plot_scatter(pred, mos, path, title: str = "") -> Path:

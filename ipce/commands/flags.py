@@ -1,0 +1,134 @@
+"""The flags several commands share, and the one way of turning the data flags into records.
+
+Data, one of the forms a command's parser offers:
+  --preset NAME [--subset S] [--data-root DIR] [--target T]   a published dataset
+  --annotations FILE --images DIR                              any CSV/XLSX with a header
+  --images DIR --prompt TEXT                                   every image in a folder, one prompt (predict)
+  --images DIR --prompts FILE                                  a folder and a CSV `image,prompt` (predict)
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Sequence
+
+from ipce.errors import IpceError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+# (flag, its default when the command supplies defaults, the rest of add_argument)
+DATA_SOURCE_FLAGS = (
+    ("--preset", None, {"help": "agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k"}),
+    ("--data-root", "data", {"help": "folder holding the dataset folders (default: data)"}),
+    ("--subset", None, {"help": "aigcqa30k: train, val or test (default: train)"}),
+    ("--target", None, {"help": "which score, e.g. quality, alignment, correspondence"}),
+    ("--annotations", None, {"help": "custom CSV/XLSX with a header (instead of --preset)"}),
+    ("--images", None, {"help": "folder the custom image names are relative to"}),
+    ("--image-col", "image", {"help": "custom: image column (default: image)"}),
+    ("--prompt-col", "prompt", {"help": "custom: prompt column (default: prompt)"}),
+    ("--target-col", None, {"help": "custom: score column (default: mos, optional)"}),
+    ("--duplicates", "keep", {"choices": ("keep", "first", "mean"),
+                              "help": "an image listed more than once: keep every row as published (default), "
+                                      "the first row, or one row with the mean score"}),
+)
+
+# The data forms the records resolver knows, by the flag that chooses each, and how each is written.
+SOURCE_FORMS = {"--preset": "--preset NAME (with --data-root DIR)", "--annotations": "--annotations FILE --images DIR",
+                "--prompt": "--images DIR --prompt TEXT", "--prompts": "--images DIR --prompts FILE"}
+
+
+def add_data_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True,
+                              leave_out: Sequence[str] = ()) -> None:
+    """A published dataset (--preset, --data-root, --subset, --target) or custom annotations (--annotations,
+    --images, --image-col, --prompt-col, --target-col), and the --duplicates policy.
+
+    `defaults=False` (ipce train): every flag defaults to None, so that the preset and TrainConfig
+    supply the value. `leave_out`: the flags of this group a command does not read."""
+    unknown = set(leave_out) - {flag for flag, _, _ in DATA_SOURCE_FLAGS}
+    if unknown:
+        raise ValueError(f"add_data_source_arguments: no such flag {', '.join(sorted(unknown))}")
+    for flag, default, options in DATA_SOURCE_FLAGS:
+        if flag not in leave_out:
+            p.add_argument(flag, default=default if defaults else None, **options)
+
+
+def add_prompt_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """--prompt TEXT / --prompts FILE: the prompts of an image folder (--images DIR)."""
+    p.add_argument("--prompt", default=None, help="with --images DIR: score every image in DIR against this prompt")
+    p.add_argument("--prompts", default=None, help="with --images DIR: CSV with columns image,prompt")
+
+
+def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--compile` and `--channels-last` (ipce.utils.speed), for train, predict and score.
+    `defaults=False` (default None) lets `ipce train --resume` tell a flag not given from one given."""
+    default = False if defaults else None
+    p.add_argument("--compile", action="store_true", default=default,
+                   help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    p.add_argument("--channels-last", action="store_true", default=default,
+                   help="channels-last convolutions in the image tower (CUDA; on the CPU only ResNet towers gain)")
+
+
+def add_precision_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--precision fp32|bf16|fp16`: evaluation precision (default fp32); `defaults=False` (ipce
+    train): default None, the config's fp32."""
+    if defaults:
+        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="evaluation precision (default: fp32)")
+    else:
+        p.add_argument("--precision", choices=PRECISIONS, default=None, help="training precision (default: fp32)")
+
+
+# ----------------------------------------------------------------------------- records
+
+def add_weights_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """The backbone's weight file, for every command that builds a model from a backbone name."""
+    p.add_argument("--weights", default=None, metavar="FILE",
+                   help="weight file of a backbone named by --checkpoint/--backbone (OpenAI .pt, open_clip "
+                        ".bin/.safetensors, or a state dict); default: looked up as `ipce weights list` shows")
+
+
+def annotations_from_args(args: argparse.Namespace):
+    """What the data flags name, read with every bad row collected: (Annotations, description).
+
+    The forms are those the command's parser has (SOURCE_FORMS); exactly one must be given."""
+    from ipce.datasets.sources import Annotations, dataset_info, load_custom, load_dataset
+
+    forms = [flag for flag in SOURCE_FORMS if hasattr(args, flag[2:])]
+    chosen = [flag for flag in forms if getattr(args, flag[2:]) is not None]
+    if len(chosen) > 1:
+        raise IpceError(f"{' and '.join(chosen)}: give only one of {', '.join(forms)}")
+    if not chosen:
+        usages = [SOURCE_FORMS[flag] for flag in forms]
+        listed = usages[0] if len(usages) == 1 else f"{', '.join(usages[:-1])} or {usages[-1]}"
+        raise IpceError(f"no data given: pass {listed}")
+    form = chosen[0]
+    images = getattr(args, "images", None)
+    duplicates = getattr(args, "duplicates", None) or "keep"
+    if form == "--preset":
+        if images:
+            raise IpceError("--images: not used with --preset (the preset knows its folders; use --data-root DIR)")
+        subset = getattr(args, "subset", None)
+        root = getattr(args, "data_root", None) or "data"
+        found = load_dataset(args.preset, root, subset=subset, target=getattr(args, "target", None),
+                             duplicates=duplicates)
+        subsets = dataset_info(args.preset).subsets
+        if subset is None and subsets != ("all",):
+            subset = subsets[0]  # the one read when none is given: name it
+        return found, f"{args.preset}{f' ({subset})' if subset else ''} under {root}"
+    if not images:
+        raise IpceError(f"--images: required with {form} (the folder of the images)")
+    if form == "--prompt":
+        from ipce.engine.predict import folder_records
+
+        records = folder_records(images, args.prompt)
+        return Annotations(records, rows=len(records)), f"{images} (prompt {args.prompt!r})"
+    table = args.annotations if form == "--annotations" else args.prompts
+    target_col = getattr(args, "target_col", None)
+    found = load_custom(table, images, image_col=getattr(args, "image_col", None) or "image",
+                        prompt_col=getattr(args, "prompt_col", None) or "prompt", target_col=target_col or "mos",
+                        require_target=target_col is not None, duplicates=duplicates)
+    return found, f"{table} (images in {images})"
+
+
+def records_from_args(args: argparse.Namespace):
+    """The usable records of `annotations_from_args` (a bad row raises `DataError`): (records, description)."""
+    found, source = annotations_from_args(args)
+    return found.usable(), source
