@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ipce.engine.pretrain import PretrainConfig, pretrain_optimizer, pretrain_step, render_pool
+from ipce.models import speed
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer
-from ipce.utils import speed
 
 
 def step_seconds(layout: str, pool, attrs, steps: int, warm: int = 5) -> float:

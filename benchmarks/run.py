@@ -41,6 +41,7 @@ from PIL import Image  # noqa: E402
 
 from ipce.datasets.views import ViewConfig, make_views  # noqa: E402
 from ipce.models import correspondence, reference  # noqa: E402
+from ipce.utils.precision import autocast  # noqa: E402
 
 # Distinct prompts of 10-40 words, in the style of AGIQA-3K / AIGCIQA2023 prompts.
 PROMPTS = [
@@ -207,6 +208,8 @@ class Row:
 
 
 # --------------------------------------------------------------------------------------- rows
+BASELINE = "baseline: reference.original_scores"  # the row every other eval row is compared with
+BASELINE_BEFORE = "baseline: reference.seed_scores"  # its label in results/*.json written before the rename
 @contextlib.contextmanager
 def open_clip_as_is(clip):
     """open_clip's own MLPs (QuickGELU unfused) for the duration; ours again afterwards."""
@@ -221,30 +224,24 @@ def open_clip_as_is(clip):
         fuse_quick_gelu(clip, enabled=True)
 
 
-def autocast(device: torch.device, precision: str):
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def eval_views(images: list[bytes], config: ViewConfig, device: torch.device):
-    from ipce.utils.speed import stack_pinned, to_device
+    from ipce.models.speed import stack_pinned, to_device
 
     pairs = [make_views(decode(data), config) for data in images]
     stack = stack_pinned if device.type == "cuda" else torch.stack
-    crops, glob = stack([c for c, _ in pairs]), stack([g for _, g in pairs])
-    return to_device(crops, device), to_device(glob, device)
+    crops, global_view = stack([c for c, _ in pairs]), stack([g for _, g in pairs])
+    return to_device(crops, device), to_device(global_view, device)
 
 
 def baseline_row(clip, device: torch.device) -> Row:
     def run(images, prompts, clock):
         with clock.section("data"):
             pil = [decode(data) for data in images]
-        with open_clip_as_is(clip), patched(reference, "seed_views", clock.wrap(reference.seed_views, "data")), \
+        with open_clip_as_is(clip), patched(reference, "original_views", clock.wrap(reference.original_views, "data")), \
                 patched(clip, "encode_text", clock.wrap(clip.encode_text, "text", to_device=True)), \
                 patched(clip, "encode_image", clock.wrap(clip.encode_image, "image", to_device=True)):
-            return reference.seed_scores(clip, pil, prompts, resize=512, patches=15).float().cpu()
-    return Row("baseline: reference.seed_scores", "eval", run,
+            return reference.original_scores(clip, pil, prompts, resize=512, patches=15).float().cpu()
+    return Row(BASELINE, "eval", run,
                note="all windows copied, 77-token texts, batch x batch similarity")
 
 
@@ -256,19 +253,19 @@ def ours_row(name: str, model, device: torch.device, precision: str = "fp32", ca
 
     def run(images, prompts, clock):
         if cache == "cold":
-            model._text_cache.clear()
+            model.text_cache.clear()
         elif cache == "warm":
             with torch.no_grad(), amp():
                 model.text_features(prompts, cut_padding)
         with clock.section("data"):
-            crops, glob = eval_views(images, config, device)
+            crops, global_view = eval_views(images, config, device)
         original = model.text_features
         text = clock.wrap(lambda p: original(p, cut_padding), "text")
         with patched(model, "text_features", text), \
                 patched(model.clip, "encode_image", clock.wrap(model.clip.encode_image, "image")), \
                 torch.no_grad(), amp(), \
                 (contextlib.nullcontext() if fused else open_clip_as_is(model.clip)):
-            scores = model(crops, glob, prompts)
+            scores = model(crops, global_view, prompts)
         return scores.float().cpu()
     return Row(name, "eval", run, precision, note)
 
@@ -282,8 +279,8 @@ def floor_row(name: str, model, device: torch.device, precision: str, fused: boo
 
     def prepare(images):
         if len(images) not in prepared:
-            crops, glob = eval_views(images, config, device)
-            prepared[len(images)] = torch.cat([crops, glob[:, None]], dim=1).flatten(0, 1).to(dtype)
+            crops, global_view = eval_views(images, config, device)
+            prepared[len(images)] = torch.cat([crops, global_view[:, None]], dim=1).flatten(0, 1).to(dtype)
 
     def run(images, prompts, clock):
         prepare(images)
@@ -308,7 +305,7 @@ def loader_row(name: str, model, device: torch.device, workers: int = 2, batches
     batch's scores, which are the baseline's images and prompts."""
     from ipce.datasets.loader import ViewDataset, make_loader
     from ipce.datasets.sources import Record
-    from ipce.utils.speed import to_device
+    from ipce.models.speed import to_device
 
     folder = Path(tempfile.mkdtemp(prefix="ipce-bench-"))
     atexit.register(shutil.rmtree, folder, True)
@@ -333,8 +330,8 @@ def loader_row(name: str, model, device: torch.device, workers: int = 2, batches
             for _ in range(batches):
                 with clock.section("data"):
                     batch = next(loader)
-                model._text_cache.clear()
-                scores = model(to_device(batch.crops, device), to_device(batch.glob, device), batch.prompts)
+                model.text_cache.clear()
+                scores = model(to_device(batch.crops, device), to_device(batch.global_view, device), batch.prompts)
                 first = scores.float().cpu() if first is None else first
         return first
     return Row(name, "eval", run, precision, f"{batches} batches, {workers} loader workers, every prompt new",
@@ -354,7 +351,7 @@ def train_row(name: str, model, device: torch.device, precision: str = "fp32", m
     step = [0]
 
     def run(images, prompts, clock):
-        from ipce.utils.speed import stack_pinned, to_device
+        from ipce.models.speed import stack_pinned, to_device
 
         model.train()
         step[0] += 1
@@ -363,23 +360,23 @@ def train_row(name: str, model, device: torch.device, precision: str = "fp32", m
                      for i, data in enumerate(images)]
             stack = stack_pinned if device.type == "cuda" else torch.stack
             crops = to_device(stack([c for c, _ in pairs]), device)
-            glob = to_device(stack([g for _, g in pairs]), device)
+            global_view = to_device(stack([g for _, g in pairs]), device)
             targets = torch.linspace(0.5, 4.5, len(images), device=device)
         parts = max(1, min(micro, len(images)))
         with contextlib.nullcontext() if fused else open_clip_as_is(model.clip):
-            step_parts(crops, glob, targets, images, prompts, parts, clock)
+            step_parts(crops, global_view, targets, images, prompts, parts, clock)
         with clock.section("optimizer"):
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         return None
 
-    def step_parts(crops, glob, targets, images, prompts, parts, clock):
+    def step_parts(crops, global_view, targets, images, prompts, parts, clock):
         for part in range(parts):
             index = list(range(len(images)))[part::parts]
             with patched(model, "text_features", clock.wrap(model.text_features, "text")), \
                     patched(model.clip, "encode_image", clock.wrap(model.clip.encode_image, "image")), \
                     autocast(device, precision):
-                scores = model(crops[index], glob[index], [prompts[i] for i in index])
+                scores = model(crops[index], global_view[index], [prompts[i] for i in index])
             loss = F.l1_loss(scores.float(), targets[index]) * len(index) / len(images)
             with clock.section("backward"):
                 loss.backward()
@@ -495,7 +492,7 @@ def table(entries: list[dict], kind: str, cuda: bool) -> str:
 
 def targets(entries: list[dict]) -> list[str]:
     by = {e["row"]: e for e in entries}
-    base, ours, floor = by.get("baseline: reference.seed_scores"), by.get("ours fp32"), \
+    base, ours, floor = by.get(BASELINE) or by.get(BASELINE_BEFORE), by.get("ours fp32"), \
         by.get("image encoder alone fp32")
     bf16 = by.get("ours bf16 autocast")
     loaded = by.get("ours fp32, DataLoader 2 workers")
@@ -553,25 +550,25 @@ def loader_memory_child(method: str) -> dict:
     torch.set_num_threads(1)
     data = make_jpegs(1, 1024, 768, seed=3)[0]
     views = (lambda im: make_views(im, ViewConfig(resize=768, patches=15))) if method == "ours" \
-        else (lambda im: reference.seed_views(im, 768, 15))
+        else (lambda im: reference.original_views(im, 768, 15))
     views(decode(data))  # warm up lazy imports and the allocator
     image = decode(data)
     before = rss_mb()
     reset_peak_rss()
     started = time.perf_counter()
-    crops, glob = views(image)
+    crops, global_view = views(image)
     seconds = time.perf_counter() - started
     rss_peak = rss_mb("VmHWM") - before
-    del crops, glob
+    del crops, global_view
     with LiveTensorBytes() as counter:
-        crops, glob = views(image)
+        crops, global_view = views(image)
     return {"method": method, "rss_peak_mb": rss_peak, "tensor_peak_mb": counter.peak / 2**20,
-            "output_mb": (crops.nbytes + glob.nbytes) / 2**20, "seconds": seconds}
+            "output_mb": (crops.nbytes + global_view.nbytes) / 2**20, "seconds": seconds}
 
 
 def loader_memory() -> list[dict]:
     results = []
-    for method in ("ours", "seed"):
+    for method in ("ours", "original"):
         proc = subprocess.run([sys.executable, __file__, "--loader-memory-child", method],
                               capture_output=True, text=True, check=True)
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
@@ -579,7 +576,8 @@ def loader_memory() -> list[dict]:
 
 
 def memory_table(results: list[dict]) -> str:
-    names = {"ours": "ours: make_views (selected crops only)", "seed": "seed: all windows copied (reference.all_windows)"}
+    names = {"ours": "ours: make_views (selected crops only)",
+             "original": "original code: all windows copied (reference.all_windows)"}
     lines = ["| one 1024x768 sample, 15 crops + global | peak RSS increase MB | peak live tensor MB | output MB | ms |",
              "|---|---|---|---|---|"]
     for r in results:
@@ -610,7 +608,7 @@ def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
     compiled code lives on, so the phases do not see each other's state)."""
     from ipce.models.backbone import load_backbone
     from ipce.models.correspondence import CorrespondenceScorer
-    from ipce.utils.speed import compile_towers
+    from ipce.models.speed import compile_towers
 
     name = args.backbone if args.backbone == "tiny" or ":" in args.backbone else f"random:{args.backbone}"
     torch.manual_seed(0)
@@ -685,7 +683,7 @@ def _variant(model, **settings):
     """The same weights with other speed switches (a shallow copy: parameters shared)."""
     other = copy.copy(model)
     other.__dict__ = dict(model.__dict__)
-    other._text_cache = {}
+    other.text_cache = {}
     for key, value in settings.items():
         setattr(other, key, value)
     return other
@@ -756,7 +754,7 @@ def main() -> None:
     if args.phase:  # a child: one device, one phase; entries as JSON on the last line
         device = torch.device(devices[0])
         if device.type == "cuda":
-            from ipce.utils.speed import cuda_settings
+            from ipce.models.speed import cuda_settings
 
             if not torch.cuda.is_available():
                 raise SystemExit("--device cuda: no CUDA device here")

@@ -1,7 +1,6 @@
 """The Python API: `ipce.load_scorer(...)` and the `Scorer` it returns."""
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -9,26 +8,15 @@ from typing import Iterable, Sequence
 import torch
 from PIL import Image
 
-from ipce.datasets.sources import generator_of
+from ipce.datasets.sources import generator_of, prefixed_prompt  # ipce.api.prefixed_prompt stays importable
 from ipce.datasets.views import ViewConfig, make_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.models.scale import ScoreScale, scale_of
+from ipce.utils.precision import PRECISIONS, autocast  # noqa: F401  (ipce.api.PRECISIONS stays importable)
 
 COMBINES = ("mean", "product")
-PRECISIONS = ("fp32", "bf16", "fp16")
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
-
-
-def prefixed_prompt(prompt: str, prefix: str | None, generator: str | None) -> str:
-    """The text a model sees: the prompt, or "{generator} {prompt}" for prefix 'generator'."""
-    if prefix in (None, "none"):
-        return prompt
-    if prefix != "generator":
-        raise IpceError(f"--prompt-prefix must be 'none' or 'generator', not {prefix!r}")
-    if not generator:
-        raise IpceError("--prompt-prefix generator needs each image's generator (its file name up to the first '_')")
-    return f"{generator} {prompt}"
 
 
 def combine_scores(per_model: torch.Tensor, how: str) -> torch.Tensor:
@@ -38,16 +26,6 @@ def combine_scores(per_model: torch.Tensor, how: str) -> torch.Tensor:
     if how == "product":
         return per_model.prod(0) / 5 ** (per_model.shape[0] - 1)
     raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {how!r}")
-
-
-def autocast(device: torch.device, precision: str):
-    """The autocast context of a precision flag (fp32: none)."""
-    if precision not in PRECISIONS:
-        raise IpceError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @dataclass
@@ -100,11 +78,11 @@ class Scorer:
         generators = generators or [None] * len(prompts)
         rows = []
         for member in self.members:
-            crops, glob = views[member.views]
+            crops, global_view = views[member.views]
             texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
             with autocast(self.device, self.precision):
                 scores = member.model(crops.to(self.device, non_blocking=True),
-                                      glob.to(self.device, non_blocking=True), texts)
+                                      global_view.to(self.device, non_blocking=True), texts)
             rows.append(scores.float().cpu())
         per_model = torch.stack(rows)
         scale = self.members[0].scale  # every member's (checked in __init__)
@@ -143,15 +121,15 @@ class Scorer:
 
 
 def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    crops, globs = zip(*pairs)
-    return torch.stack(crops), torch.stack(globs)
+    crops, global_views = zip(*pairs)
+    return torch.stack(crops), torch.stack(global_views)
 
 
 def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resize: int | None = None,
                 patches: int | None = None, prompt_prefix: str | None = None, weights: str | None = None) -> Member:
     """One model from a checkpoint file or a backbone name ('tiny', 'random:ViT-B-32', 'ViT-B-32')."""
     from ipce.models.backbone import load_backbone
-    from ipce.utils.checkpoint import SEED_DEFAULTS, load_checkpoint
+    from ipce.models.checkpoint import ORIGINAL_DEFAULTS, load_checkpoint
 
     path = Path(checkpoint)
     if path.is_file() or path.suffix in CHECKPOINT_SUFFIXES or "/" in str(checkpoint):
@@ -161,7 +139,7 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
         model = CorrespondenceScorer(clip).to(device).eval()
         meta = {"backbone": str(checkpoint), "model_config": config}
     def chosen(given, key):  # an explicit 0 is the caller's choice (and an error), not "use the default"
-        return given if given is not None else meta.get(key) or SEED_DEFAULTS[key]
+        return given if given is not None else meta.get(key) or ORIGINAL_DEFAULTS[key]
 
     views = ViewConfig(resize=chosen(resize, "resize"), patches=chosen(patches, "patches"))
     if prompt_prefix is None:
@@ -182,10 +160,10 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
     `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
     checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
-    `compile` (torch.compile of both towers) and `channels_last`: ipce.utils.speed; neither
+    `compile` (torch.compile of both towers) and `channels_last`: ipce.models.speed; neither
     changes a score beyond float rounding.
     """
-    from ipce.utils.speed import apply_speed_options
+    from ipce.models.speed import apply_speed_options
 
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     if not checkpoints:
@@ -193,8 +171,9 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     prefixes = list(prompt_prefix) if isinstance(prompt_prefix, (list, tuple)) else [prompt_prefix] * len(checkpoints)
     if len(prefixes) != len(checkpoints):
         raise IpceError(f"got {len(checkpoints)} checkpoints but {len(prefixes)} --prompt-prefix values")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
+    from ipce.utils.device import resolve_device
+
+    device = resolve_device(device)  # auto: cuda when available, else cpu
     members = [load_member(c, device, resize, patches, p, weights) for c, p in zip(checkpoints, prefixes)]
     for member in members:
         apply_speed_options(member.model, compile=compile, channels_last=channels_last)

@@ -6,8 +6,10 @@ import argparse
 import sys
 from importlib import import_module
 
-from ipce.commands.flags import (add_data_source_arguments, add_precision_argument, add_speed_arguments,
-                               add_weights_argument)
+from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments,
+                                 add_device_argument, add_group_by_argument, add_n_splits_argument,
+                                 add_precision_argument, add_progress_argument, add_speed_arguments,
+                                 add_weights_argument, add_workers_argument, exit_codes_epilog)
 from ipce.errors import IpceError
 
 
@@ -18,17 +20,24 @@ def _command(module: str, name: str):
     return run
 
 
+def _subparser(sub: argparse._SubParsersAction, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+    """A subcommand's parser: its line in `ipce --help` (summary), its own description, the shared help format."""
+    return sub.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter)
+
+
 def _add_score(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("score", help="score images against a prompt with a checkpoint")
-    p.add_argument("images", nargs="+", help="image files")
+    p = _subparser(sub, "score", "score images against a prompt with a checkpoint",
+                   "Score image files against one prompt with a checkpoint: a table on the terminal, "
+                   "optionally a CSV.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--prompt", required=True, help="the prompt the images were generated from")
-    p.add_argument("--checkpoint", required=True,
-                   help="ipce checkpoint, seed checkpoint, or a backbone name such as ViT-B-32 or tiny; scores "
-                        "come on the scale it was trained on (0..5, or its --mos-range)")
+    p.add_argument("--checkpoint", required=True, metavar="CKPT",
+                   help=f"{CHECKPOINT_TERMS}; scores come on the scale it was trained on (0..5, or its "
+                        "--mos-range)")
     add_weights_argument(p)
     p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
     p.add_argument("--patches", type=int, default=None, help="number of evaluation crops (default: checkpoint's)")
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p)
     add_precision_argument(p)
     add_speed_arguments(p)
     p.add_argument("--out", default=None, help="write image,prompt,score to this CSV")
@@ -36,35 +45,40 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-data", help="decode every image of a dataset and report problems")
+    p = _subparser(sub, "check-data", "decode every image of a dataset and report problems",
+                   "Read a dataset's annotations, decode every image and report every problem in one run: bad "
+                   "rows, bad images, duplicates (warnings). Exit 1 when any record is unusable.")
     add_data_source_arguments(p)
     p.add_argument("--report", default=None, help="write problems and warnings to this CSV (path,row,severity,problem)")
-    p.add_argument("--workers", type=int, default=2, help="decoding threads (default: 2)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_workers_argument(p)
+    add_progress_argument(p)
     p.set_defaults(run=_command("check_data", "check_data_command"))
 
 
 def _add_splits(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("splits", help="write seeded train/val split files (<out>/<k>/train.csv, val.csv), "
-                                      "or check split files (--from)")
+    p = _subparser(sub, "splits", "write seeded train/val split files (<out>/<k>/train.csv, val.csv), "
+                                  "or check split files (--from)",
+                   "Write seeded train/val split files <out>/<k>/train.csv, val.csv, or check existing split "
+                   "folders against the dataset (--from DIR, read-only; exit 1 when a split is unusable).")
     add_data_source_arguments(p)
     p.add_argument("--out", default=None, help="folder for the split files (required unless --from)")
     p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",
                    help="check the split folders DIR/<k>/train.csv, val.csv against the dataset instead "
                         "(read-only): one line per split with train, val, missing and overlap counts")
     p.add_argument("--json", action="store_true", help="with --from: print the counts as a JSON list")
-    p.add_argument("--n", type=int, default=10, help="number of splits (default: 10)")
-    p.add_argument("--ratio", type=float, default=0.8, help="training fraction (default: 0.8)")
-    p.add_argument("--seed", type=int, default=20200626, help="random seed (default: 20200626)")
-    p.add_argument("--group-by", default=None, choices=["prompt", "generator"],
-                   help="keep all records with the same prompt (or generator) on one side")
+    add_n_splits_argument(p, old_spelling=True)
+    p.add_argument("--ratio", type=float, default=0.8, help="training fraction of each split")
+    p.add_argument("--seed", type=int, default=20200626, help="random seed")
+    add_group_by_argument(p)
     p.set_defaults(run=_command("splits", "splits_command"))
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ipce.commands.train import add_train_arguments
 
-    p = sub.add_parser("train", help="train on a benchmark or custom data, split by split")
+    p = _subparser(sub, "train", "train on a benchmark or custom data, split by split",
+                   "Train on a benchmark (--preset) or custom data (--annotations FILE --images DIR), split by "
+                   "split, into a run folder (--out). Every flag given overrides the preset's recipe.")
     add_train_arguments(p)
     p.set_defaults(run=_command("train", "train_command"))
 
@@ -72,27 +86,34 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _add_predict(sub: argparse._SubParsersAction) -> None:
     from ipce.commands.predict import add_predict_arguments
 
-    p = sub.add_parser("predict", help="score a dataset, a CSV or a folder (one checkpoint or an ensemble); "
-                                       "challenge submissions")
+    p = _subparser(sub, "predict", "score a dataset, a CSV or a folder (one checkpoint or an ensemble); "
+                                   "challenge submissions",
+                   "Score a dataset, a CSV or a folder with one checkpoint or an ensemble, and write challenge "
+                   "submissions. Unreadable images are skipped and listed; then the exit status is 3 (partial "
+                   "results).")
     add_predict_arguments(p)
     p.set_defaults(run=_command("predict", "predict_command"))
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="generate a synthetic dataset, train a tiny model, evaluate, score (minutes, CPU)")
-    p.add_argument("--out", default="demo-out", help="output folder (default demo-out)")
+    p = _subparser(sub, "demo", "generate a synthetic dataset, train a tiny model, evaluate, score (minutes, CPU)",
+                   "The main job end to end on built-in data: generate a synthetic AIGC quality set, pretrain and "
+                   "fine-tune a tiny CLIP, evaluate it and score held-out images (minutes on a laptop CPU).")
+    p.add_argument("--out", default="demo-out", help="output folder")
     p.add_argument("--quick", action="store_true", help="the minute-long version")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16")
+    add_device_argument(p)
+    add_workers_argument(p)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training and scoring precision")
+    add_progress_argument(p)
     p.set_defaults(run=_command("demo", "demo_command"))
 
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
     from ipce.commands.weights import add_weights_arguments
 
-    p = sub.add_parser("weights", help="list the pretrained CLIP files ipce knows, or fetch one (explicit download)",
-                       description="The pretrained CLIP files ipce knows: where each is looked for, whether it is "
-                                   "present, and `fetch NAME` to download one (ipce never downloads otherwise).")
+    p = _subparser(sub, "weights", "list the pretrained CLIP files ipce knows, or fetch one (explicit download)",
+                   "The pretrained CLIP files ipce knows: where each is looked for, whether it is present, and "
+                   "`fetch NAME` to download one (ipce never downloads otherwise).")
     add_weights_arguments(p)
     p.set_defaults(run=_command("weights", "weights_command"))
 
@@ -101,21 +122,39 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 ADDERS = [_add_demo, _add_score, _add_train, _add_check_data, _add_splits, _add_predict, _add_weights]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ipce")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from ipce import __version__
+
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ipce", description="AIGC image quality by image-prompt correspondence")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="ipce", description="AIGC image quality by image-prompt correspondence",
+                                     epilog=exit_codes_epilog(), formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"ipce {_version()}",
+                        help="print the version and exit")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for add in ADDERS:
         add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `ipce`: the help, as git and pip do
+        parser.print_help()
+        return EXIT_OK
     try:
         return int(args.run(args) or 0)
     except IpceError as err:
         print(f"ipce: error: {err}", file=sys.stderr)
-        return 1
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("ipce: interrupted", file=sys.stderr)
         return 130

@@ -8,6 +8,7 @@ from importlib import resources
 
 from ipce.errors import IpceError
 from ipce.models.scale import scale_of
+from ipce.utils.precision import PRECISIONS
 
 
 @dataclass
@@ -33,7 +34,7 @@ class TrainConfig:
     train_patches: int = 8
     eval_patches: int = 15
     flip: bool = True
-    # optimisation (the seed's)
+    # optimisation (the original code's)
     epochs: int = 20
     batch_size: int = 16  # global batch (all processes together)
     lr: float = 5e-6
@@ -53,14 +54,15 @@ class TrainConfig:
     drop_overlap: bool = False  # records on both sides of an imported split leave its held-out part
     seed: int = 20200626
     # running
-    device: str = "cpu"
+    device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or cuda:N (ipce.utils.device)
     workers: int = 2
     out: str | None = None
     resume: bool = False
     tensorboard: bool = False
-    compile: bool = False  # torch.compile of both towers (ipce.utils.speed)
-    channels_last: bool = False  # channels-last image-tower convolutions (ipce.utils.speed)
+    compile: bool = False  # torch.compile of both towers (ipce.models.speed)
+    channels_last: bool = False  # channels-last image-tower convolutions (ipce.models.speed)
     eval_batch_size: int | None = None
+    progress: bool = True  # progress bars (--no-progress: none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -102,9 +104,10 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
 
 def validate(config: TrainConfig) -> None:
     checks = [
-        (config.precision in ("fp32", "bf16", "fp16"), f"--precision {config.precision}: use fp32, bf16 or fp16"),
+        (config.precision in PRECISIONS,
+         f"--precision {config.precision}: use {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}"),
         (config.protocol in ("paper", "holdout"), f"--protocol {config.protocol}: use paper or holdout"),
-        (config.group_by in (None, "prompt"), f"--group-by {config.group_by}: only 'prompt' is supported"),
+        (config.group_by in (None, "prompt", "generator"), f"--group-by {config.group_by}: use prompt or generator"),
         (config.prompt_prefix in (None, "none", "generator"),
          f"--prompt-prefix {config.prompt_prefix}: use none or generator"),
         (config.epochs >= 1, "--epochs must be at least 1"),

@@ -164,3 +164,31 @@ def build_agiqa3k_like(root, n: int, size: int = 64, generators=("AttnGAN", "DAL
         lines.append(f'{name},"prompt number {i}, realistic style",,,,{(i % 50) / 10:.3f},0.5,{(i % 40) / 10:.3f},0.5')
     (folder / "data.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return folder
+
+
+def brightness_dataset(root, n: int = 40, seed: int = 0) -> tuple[Path, Path]:
+    """`<root>/annotations.csv` + `<root>/images/gen_<i>.png`: 224x224 images whose MOS is their
+    brightness (0..5), a signal a tiny CLIP learns in a couple of epochs. Returns (annotations, images)."""
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        level = rng.uniform(0.05, 0.95)
+        pixels = np.clip(rng.normal(level * 255, 20, size=(224, 224, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"gen_{i:03d}.png")
+        rows.append([f"gen_{i:03d}.png", "a photo", round(5 * level, 3)])
+    annotations = root / "annotations.csv"
+    with annotations.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "prompt", "mos"])
+        writer.writerows(rows)
+    return annotations, images
+
+
+def tiny_flags(annotations, images, out, epochs: int = 2) -> list[str]:
+    """The `ipce train` flags of a quick run of the tiny backbone on one split (after "train")."""
+    return ["--annotations", str(annotations), "--images", str(images), "--backbone", "tiny", "--epochs", str(epochs),
+            "--lr", "1e-3", "--resize", "224", "--train-patches", "1", "--eval-patches", "1", "--batch-size", "8",
+            "--workers", "0", "--splits", "1", "--out", str(out), "--no-flip"]

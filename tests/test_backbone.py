@@ -3,13 +3,17 @@ import torch
 
 from ipce.errors import WeightsError
 from ipce.models import backbone
-from ipce.models.backbone import load_backbone, model_config
+from ipce.models.backbone import infer_config, load_backbone, model_config
 
 
 def test_tiny_is_the_documented_architecture():
+    # 2 layers of width 128 in each tower, 32-px patches, CLIP's vocabulary and context, a 64-d embedding,
+    # read off the built model's weights rather than its config
     model, config, _ = load_backbone("tiny")
-    assert config["vision_cfg"] == {"image_size": 224, "layers": 2, "width": 128, "patch_size": 32}
-    assert config["embed_dim"] == 64 and config["text_cfg"]["vocab_size"] == 49408
+    assert model.visual.conv1.weight.shape == (128, 3, 32, 32)
+    assert len(model.visual.transformer.resblocks) == 2 and len(model.transformer.resblocks) == 2
+    assert model.token_embedding.weight.shape == (49408, 128) and model.positional_embedding.shape == (77, 128)
+    assert infer_config(model.state_dict()) == config  # the config it reports is the one it has
     assert model.visual.transformer.resblocks[0].attn.num_heads == 128 // 64
     assert model.transformer.resblocks[0].attn.num_heads == 128 // 64
     assert model.visual(torch.zeros(1, 3, 224, 224)).shape == (1, 64)

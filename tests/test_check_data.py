@@ -162,3 +162,22 @@ def test_scores_off_the_model_scale_point_to_mos_range(tmp_path, capsys):
     assert "score range: 12 .. 87.5" in out and "--mos-range" in out
     (tmp_path / "l.csv").write_text("image,prompt,mos\na.png,x,1\nb.png,y,4.5\n")
     assert main(args) == 0 and "--mos-range" not in capsys.readouterr().out
+
+
+def test_odd_prompts_are_counted_once_per_run(tmp_path, capsys):
+    from ipce.datasets.checks import prompt_warnings
+
+    long = " ".join(["cat"] * 80)
+    lines = prompt_warnings(["a cat", "", long, long, "一只猫坐在沙发上", "кошка на диване", "café au lait"])
+    assert len(lines) == 3  # one line per kind, however many prompts have it
+    assert lines[0].startswith("1 of 7 prompts are empty")
+    assert lines[1].startswith("2 of 7 prompts are cut at CLIP's 77 tokens")
+    assert lines[2].startswith("2 of 7 prompts are mostly non-Latin letters")  # "café" is Latin
+    assert prompt_warnings(["a cat", "two dogs on a sofa"]) == []
+    images = tmp_path / "imgs"
+    for name in ("a.png", "b.png"):
+        write_image(images / name, size=(8, 8))
+    (tmp_path / "l.csv").write_text("image,prompt\na.png,一只猫坐在沙发上\nb.png,a dog\n", encoding="utf-8")
+    assert main(["check-data", "--annotations", str(tmp_path / "l.csv"), "--images", str(images),
+                 "--no-progress"]) == 0
+    assert "prompts mostly in non-Latin letters: 1" in capsys.readouterr().out

@@ -8,8 +8,8 @@ import torch
 import ipce
 from ipce.errors import WeightsError
 from ipce.models.backbone import infer_config, read_state_dict
-from ipce.models.reference import seed_scores
-from ipce.utils.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from ipce.models.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from ipce.models.reference import original_scores
 from tests.conftest import make_tiny_scorer, random_image
 
 
@@ -47,7 +47,7 @@ def test_seed_checkpoint_loads_and_reproduces_the_seed_evaluation(tmp_path, half
     scorer = ipce.load_scorer(str(path), resize=768, patches=15)
     ours = torch.tensor(scorer.score(images, prompts))
     clip = scorer.members[0].model.clip  # the loaded weights (fp16 rounded when saved in fp16)
-    reference = seed_scores(clip, images, prompts, resize=768, patches=15)
+    reference = original_scores(clip, images, prompts, resize=768, patches=15)
     assert torch.allclose(ours, reference, atol=1e-4)
     default = ipce.load_scorer(str(path))
     assert default.members[0].views.resize == 512 and default.members[0].views.patches == 15
@@ -79,6 +79,7 @@ def test_a_pickle_that_runs_code_is_refused(tmp_path):
         with pytest.raises(WeightsError) as err:
             load_checkpoint(bad)
         assert str(bad) in str(err.value) and "\n" not in str(err.value)
+        assert "never unpickles" in str(err.value) and "weights_only" not in str(err.value)  # no unsafe advice
     assert not os.path.exists(marker)
 
 

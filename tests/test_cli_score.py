@@ -5,7 +5,7 @@ import pytest
 import ipce
 from ipce.errors import IpceError
 from ipce.cli import main
-from tests.conftest import random_image
+from tests.conftest import random_image, tiny_checkpoint
 
 
 def test_score_prints_a_table_and_writes_csv(tmp_path, capsys):
@@ -14,7 +14,8 @@ def test_score_prints_a_table_and_writes_csv(tmp_path, capsys):
         paths.append(tmp_path / f"gen_{i}.png")
         random_image(*size, seed=i).save(paths[-1])
     out = tmp_path / "scores.csv"
-    code = main(["score", *map(str, paths), "--prompt", "a red circle", "--checkpoint", "tiny",
+    checkpoint = tiny_checkpoint(tmp_path / "m.safetensors", seed=3)  # fixed weights, whatever the RNG's state
+    code = main(["score", *map(str, paths), "--prompt", "a red circle", "--checkpoint", str(checkpoint),
                  "--patches", "4", "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
@@ -24,11 +25,10 @@ def test_score_prints_a_table_and_writes_csv(tmp_path, capsys):
     scores = [float(r["score"]) for r in rows]
     assert all(0 <= s <= 5 for s in scores)
     assert f"{scores[0]:.4f}" in printed and str(paths[1]) in printed
-    # the same numbers through the Python API
-    import torch
-    torch.manual_seed(0)
-    api = ipce.load_scorer("tiny", patches=4)
-    assert len(api.score(paths, "a red circle")) == 2
+    # the same numbers through the Python API (the CSV holds 6 decimals)
+    api = ipce.load_scorer(str(checkpoint), patches=4).score(paths, "a red circle")
+    assert scores == pytest.approx(api, abs=1e-6)
+    assert api[0] != pytest.approx(api[1], abs=1e-4)  # two images, two scores: a mix-up would show
 
 
 def test_missing_image_is_one_line_error(tmp_path, capsys):
@@ -75,3 +75,17 @@ def test_train_refuses_bad_view_flags_before_any_work(tmp_path, capsys, flags, m
     err = capsys.readouterr().err
     assert code == 1 and err == f"ipce: error: {message}\n"
     assert not (tmp_path / "run").exists()
+
+
+def test_score_warns_once_about_odd_prompts_and_sends_folders_to_predict(tmp_path, capsys):
+    paths = []
+    for i in range(3):
+        paths.append(tmp_path / f"gen_{i}.png")
+        random_image(240, 240, seed=i).save(paths[-1])
+    code = main(["score", *map(str, paths), "--prompt", "一只猫坐在沙发上", "--checkpoint", "tiny", "--patches", "1"])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("ipce: warning:") == 1 and "non-Latin" in err  # once per run, not once per image
+    code = main(["score", str(tmp_path), "--prompt", "a cat", "--checkpoint", "tiny"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "is a folder" in err[0] and "ipce predict --images" in err[0]

@@ -1,16 +1,21 @@
 """`ipce demo --quick` end to end: data, training, evaluation, report, pair table."""
 import json
 import math
+import re
 
 import numpy as np
 import pytest
 
 from ipce.cli import main
 from ipce.commands.demo import format_effects
-from ipce.engine.demo import defect_effects
+from ipce.datasets.synthetic import SyntheticConfig, is_cached
+from ipce.engine import demo, pretrain
+from ipce.engine.demo import QUICK, defect_effects, pretrained_tiny
+from ipce.models.checkpoint import read_metadata
 
 
-def test_demo_quick_runs_end_to_end(tmp_path, capsys):
+@pytest.mark.slow
+def test_demo_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -40,11 +45,29 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "pair accuracy" in printed and "mean ± std" in printed and "second generated set" in printed
     assert "what each defect costs" in printed and "what each defect costs" in pairs
-    # the generated data is cached: a second run reuses it
-    data = out / "data-quick" / "annotations.csv"
-    stamps = data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns
-    assert main(["demo", "--quick", "--out", str(out), "--workers", "0"]) == 0
-    assert (data.stat().st_mtime_ns, pretrained[0].stat().st_mtime_ns) == stamps
+    # the caches, checked without a second demo: the generated set is the quick recipe's ...
+    assert is_cached(out / "data-quick", SyntheticConfig(n=QUICK["n"], seed=0))
+    assert not is_cached(out / "data-quick", SyntheticConfig(n=QUICK["n"] + 1, seed=0))
+    # ... and the weights file holds the quick recipe's pretraining, named by its key
+    assert re.fullmatch(rf"{QUICK['backbone']}-[0-9a-f]{{12}}\.safetensors", pretrained[0].name)
+    meta = read_metadata(pretrained[0])
+    assert meta["backbone"] == QUICK["backbone"] and meta["pretrain"]["steps"] == QUICK["pretrain_steps"]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("pretrained again")
+
+    monkeypatch.setattr(pretrain, "pretrain", no_training)
+    precision, device = config["precision"], config["device"]
+    assert pretrained_tiny(out, QUICK, precision, device=device) == pretrained[0]  # the same recipe: no training
+    # another recipe is never served these weights: other steps, another precision, a new pretraining version
+    other_steps = {**QUICK, "pretrain_steps": QUICK["pretrain_steps"] + 1}
+    for recipe, other_precision in [(other_steps, precision), (QUICK, "fp32" if precision != "fp32" else "bf16")]:
+        with pytest.raises(AssertionError, match="pretrained again"):
+            pretrained_tiny(out, recipe, other_precision, device=device)
+    monkeypatch.setattr(demo, "PRETRAIN_VERSION", demo.PRETRAIN_VERSION + 1)
+    with pytest.raises(AssertionError, match="pretrained again"):
+        pretrained_tiny(out, QUICK, precision, device=device)
+    assert list((out / "pretrained").iterdir()) == pretrained
 
 
 def test_defect_effects_show_which_defects_the_scores_ignore():

@@ -11,7 +11,7 @@ import torch
 
 from ipce.cli import main
 from ipce.utils.io import atomic_file, save_torch, write_bytes, write_csv, write_json, write_text
-from tests.test_train import brightness_dataset, tiny_flags
+from tests.datagen import brightness_dataset, tiny_flags
 
 
 @pytest.fixture

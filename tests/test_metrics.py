@@ -91,7 +91,7 @@ def test_compute_metrics_keys_types_and_main():
     out = compute_metrics(PRED, MOS)
     assert list(out) == list(METRIC_KEYS)
     assert all(type(v) is float for v in out.values())
-    assert out["main"] == pytest.approx((out["srcc"] + out["plcc"]) / 2)
+    assert out["srcc_plcc_mean"] == pytest.approx((out["srcc"] + out["plcc"]) / 2)
     assert out["plcc"] == pytest.approx(_pearson(PRED, MOS))  # plain PLCC, not the logistic one
     # numpy / nested shapes are accepted
     out2 = compute_metrics(np.array(PRED)[:, None], np.array(MOS, dtype=np.float32))
@@ -178,7 +178,7 @@ def test_fit_degenerate_never_raises(pred, mos, reason):
 def test_constant_predictions_give_nan_not_crash():
     mos = [1.0, 2.0, 3.0, 4.0]
     out = compute_metrics([2.5] * 4, mos)
-    for k in ("srcc", "plcc", "krcc", "plcc_logistic", "main"):
+    for k in ("srcc", "plcc", "krcc", "plcc_logistic", "srcc_plcc_mean"):
         assert math.isnan(out[k]), k
     assert out["rmse"] == pytest.approx(math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 4))
     assert out["rmse_logistic"] == pytest.approx(float(np.std(mos)))  # best constant = mean(mos)
@@ -187,7 +187,7 @@ def test_constant_predictions_give_nan_not_crash():
 
 def test_constant_mos_and_nan_predictions():
     out = compute_metrics([1.0, 2.0, 3.0], [2.0, 2.0, 2.0])
-    assert math.isnan(out["srcc"]) and math.isnan(out["main"])
+    assert math.isnan(out["srcc"]) and math.isnan(out["srcc_plcc_mean"])
     assert out["rmse_logistic"] == pytest.approx(0.0)
     out = compute_metrics([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0])
     assert all(math.isnan(v) for v in out.values())

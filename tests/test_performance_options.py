@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ipce.datasets.views import CLIP_MEAN, CLIP_STD, ViewConfig, make_views, to_normalized_tensor
+from ipce.datasets.views import ViewConfig, make_views, to_normalized_tensor
+from ipce.models import speed
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer, QuickGELUMLP, fuse_quick_gelu, length_groups
-from ipce.utils import speed
-from tests.conftest import make_tiny_scorer, random_image
+from tests.conftest import make_tiny_scorer, random_image, tiny_checkpoint
 
 PROMPTS = ["a cat", "two dogs playing in the snow next to a frozen lake at dawn, oil painting, warm light",
            "x", "statue of a man on a horse in a city square", "a cat",
@@ -63,14 +63,14 @@ def test_fused_quick_gelu_equals_open_clip_mlp():
     assert fuse_quick_gelu(plain.clip, enabled=False) == 4  # 2 image + 2 text blocks
     assert isinstance(model.clip.visual.transformer.resblocks[0].mlp, QuickGELUMLP)
     assert list(model.state_dict()) == list(plain.state_dict())  # checkpoints unchanged
-    crops, glob = views_of(2)
+    crops, global_view = views_of(2)
     prompts = PROMPTS[:2]
     with torch.no_grad():
-        assert torch.allclose(model(crops, glob, prompts), plain(crops, glob, prompts), atol=1e-5)
+        assert torch.allclose(model(crops, global_view, prompts), plain(crops, global_view, prompts), atol=1e-5)
     model.train(), plain.train()
     targets = torch.tensor([1.0, 4.0])
     for m in (model, plain):
-        F.l1_loss(m(crops, glob, prompts), targets).backward()
+        F.l1_loss(m(crops, global_view, prompts), targets).backward()
     for (name, a), (_, b) in zip(model.named_parameters(), plain.named_parameters()):
         if a.grad is not None or b.grad is not None:
             assert torch.allclose(a.grad, b.grad, atol=1e-5, rtol=1e-4), name
@@ -94,41 +94,41 @@ def test_fuse_leaves_other_activations_alone():
 
 def test_image_chunks_equal_one_call():
     model = make_tiny_scorer()
-    crops, glob = views_of(3, patches=4)  # 15 views
+    crops, global_view = views_of(3, patches=4)  # 15 views
     with torch.no_grad():
         model.image_chunk = None
-        whole = model.image_features(crops, glob)
+        whole = model.image_features(crops, global_view)
         model.image_chunk = 4  # uneven last chunk
-        chunked = model.image_features(crops, glob)
+        chunked = model.image_features(crops, global_view)
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
 def test_text_thread_gives_the_scores_of_one_thread_under_its_callers_autocast():
     model = make_tiny_scorer()
-    crops, glob = views_of(3)
+    crops, global_view = views_of(3)
     prompts = PROMPTS[:3]
     for precision in (None, torch.bfloat16):
         amp = torch.autocast("cpu", dtype=precision) if precision else torch.autocast("cpu", enabled=False)
         got = {}
         for overlap in (False, True):
             model.overlap_text = overlap
-            model._text_cache.clear()
+            model.text_cache.clear()
             with torch.no_grad(), amp:
-                got[overlap] = model(crops, glob, prompts)
+                got[overlap] = model(crops, global_view, prompts)
         # equal to the bit: the text thread ran the text tower in the caller's precision
         assert torch.equal(got[True], got[False])
-        assert all(k[0] == torch.bfloat16 for k in model._text_cache) == (precision is not None)
+        assert all(k[0] == torch.bfloat16 for k in model.text_cache) == (precision is not None)
     model.overlap_text = True
     with torch.no_grad():
-        model(crops, glob, prompts)
+        model(crops, global_view, prompts)
     seen = []
     encode_prompts = model.encode_prompts
     model.encode_prompts = lambda *a: seen.append(threading.current_thread().name) or encode_prompts(*a)
-    model._text_cache.clear()
+    model.text_cache.clear()
     with torch.no_grad():
-        model(crops, glob, prompts)
+        model(crops, global_view, prompts)
     assert seen and seen[0].startswith("ipce-text")
-    loss = model(crops, glob, prompts).sum()  # with gradients: one thread, and they flow to the text tower
+    loss = model(crops, global_view, prompts).sum()  # with gradients: one thread, and they flow to the text tower
     loss.backward()
     assert seen[-1] == threading.current_thread().name
     assert model.clip.token_embedding.weight.grad is not None
@@ -141,13 +141,13 @@ def test_views_are_chunked_on_the_cpu_only():
     sizes = []
     encode = model.clip.encode_image
     model.clip.encode_image = lambda views: sizes.append(views.shape[0]) or encode(views)
-    crops, glob = views_of(3, patches=4)  # 15 views
+    crops, global_view = views_of(3, patches=4)  # 15 views
     with torch.no_grad():
-        model.image_features(crops, glob)
+        model.image_features(crops, global_view)
         assert sizes == [4, 4, 4, 3]
         sizes.clear()
         model.to("meta")
-        model.image_features(crops.to("meta"), glob.to("meta"))
+        model.image_features(crops.to("meta"), global_view.to("meta"))
     assert sizes == [15]
 
 
@@ -159,7 +159,7 @@ def test_texts_follow_autocast_and_the_cache_keeps_precisions_apart():
             low = model.text_features(PROMPTS[:3])  # text_autocast True, the default: bf16 texts
         cached = model.text_features(PROMPTS[:3])  # fp32 again: not served the bf16 entries
         model.text_autocast = False
-        model._text_cache.clear()
+        model.text_cache.clear()
         with torch.autocast("cpu", dtype=torch.bfloat16):
             kept = model.text_features(PROMPTS[:3])
     assert not torch.allclose(low, fp32, atol=1e-4)  # bf16 texts really differ
@@ -168,12 +168,12 @@ def test_texts_follow_autocast_and_the_cache_keeps_precisions_apart():
 
 def test_bf16_scores_stay_close_to_fp32():
     model = make_tiny_scorer()
-    crops, glob = views_of(4)
+    crops, global_view = views_of(4)
     prompts = PROMPTS[:4]
     with torch.no_grad():
-        fp32 = model(crops, glob, prompts)
+        fp32 = model(crops, global_view, prompts)
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            low = model(crops, glob, prompts)
+            low = model(crops, global_view, prompts)
     assert low.dtype == torch.float32  # similarities and softmax in fp32
     assert 0 < (low - fp32).abs().mean() <= 0.02
 
@@ -191,6 +191,8 @@ def test_bf16_precision_of_the_scorer_stays_close_to_fp32():
 
 
 def test_normalized_tensor_matches_the_textbook_formula():
+    from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD  # OpenAI's values, not ipce's copy
+
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, size=(37, 53, 3), dtype=np.uint8)
     for mode in ("RGB", "RGBA", "L"):
@@ -199,51 +201,65 @@ def test_normalized_tensor_matches_the_textbook_formula():
         rgb = np.asarray(image.convert("RGB"))  # RGB/RGBA: the pixels themselves; gray: its RGB conversion
         assert mode == "L" or np.array_equal(rgb, pixels)
         reference = (torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255
-                     - torch.tensor(CLIP_MEAN).view(3, 1, 1)) / torch.tensor(CLIP_STD).view(3, 1, 1)
+                     - torch.tensor(OPENAI_DATASET_MEAN).view(3, 1, 1)) / torch.tensor(OPENAI_DATASET_STD).view(3, 1, 1)
         assert ours.shape == (3, 37, 53) and ours.dtype == torch.float32 and ours.is_contiguous()
         assert torch.allclose(ours, reference, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_compiled_towers_give_the_same_scores_and_keys():
     model = make_tiny_scorer()
-    crops, glob = views_of(2)
+    crops, global_view = views_of(2)
     prompts = PROMPTS[:2]
     with torch.no_grad():
-        expected = model(crops, glob, prompts)
+        expected = model(crops, global_view, prompts)
     keys = list(model.state_dict())
     torch._dynamo.reset()
     # aot_eager: the same capture as the default inductor backend without C++ code generation
     # (seconds instead of a minute); benchmarks/run.py times the inductor build.
     speed.compile_towers(model, backend="aot_eager")
-    model._text_cache.clear()
+    model.text_cache.clear()
     with torch.no_grad():
-        got = model(crops, glob, prompts)
+        got = model(crops, global_view, prompts)
     assert torch.allclose(got, expected, atol=1e-5)
     assert list(model.state_dict()) == keys
     torch._dynamo.reset()
 
 
+def numbered_parts():
+    """Five 3x4 tensors holding 100 * part + 10 * row + column, and the [5, 3, 4] tensor that
+    stacking them must give, written down from the same formula."""
+    whole = (100 * torch.arange(5).view(5, 1, 1) + 10 * torch.arange(3).view(1, 3, 1)
+             + torch.arange(4).view(1, 1, 4)).float()
+    parts = [torch.tensor([[100.0 * i + 10 * r + c for c in range(4)] for r in range(3)]) for i in range(5)]
+    return parts, whole
+
+
 def test_channels_last_and_transfer_helpers_change_nothing():
     model = make_tiny_scorer()
-    crops, glob = views_of(2)
+    crops, global_view = views_of(2)
     with torch.no_grad():
-        expected = model(crops, glob, PROMPTS[:2])
+        expected = model(crops, global_view, PROMPTS[:2])
         speed.use_channels_last(model)
         assert model.clip.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
-        got = model(speed.to_device(crops, "cpu"), speed.to_device(glob, "cpu"), PROMPTS[:2])
+        got = model(speed.to_device(crops, "cpu"), speed.to_device(global_view, "cpu"), PROMPTS[:2])
     assert torch.allclose(got, expected, atol=1e-5)
-    parts = [torch.randn(3, 4) for _ in range(5)]
-    assert torch.equal(speed.stack_pinned(parts), torch.stack(parts))
+    parts, whole = numbered_parts()
+    stacked = speed.stack_pinned(parts)
+    assert stacked.shape == (5, 3, 4) and torch.equal(stacked, whole)
+    assert stacked.is_pinned() == torch.cuda.is_available()  # page-locked only where CUDA will receive it
+    parts[0].fill_(-1)  # a copy, not a view of its parts
+    assert torch.equal(stacked, whole)
 
 
 def test_channels_last_turns_every_convolution_of_a_resnet_tower_and_keeps_its_scores():
     torch.manual_seed(0)
     model = CorrespondenceScorer(load_backbone("tiny-resnet")[0]).eval()
-    crops, glob = views_of(2)
+    crops, global_view = views_of(2)
     with torch.no_grad():
-        expected = model(crops, glob, PROMPTS[:2])
+        expected = model(crops, global_view, PROMPTS[:2])
         speed.use_channels_last(model)
-        got = model(crops, glob, PROMPTS[:2])
+        got = model(crops, global_view, PROMPTS[:2])
     convs = [m for m in model.clip.visual.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) > 10 and all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
     assert torch.allclose(got, expected, atol=1e-4)
@@ -280,9 +296,9 @@ def test_narrow_batch_norms_run_channels_first_with_the_same_outputs_and_gradien
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_pinned_stack_on_cuda():
-    parts = [torch.randn(3, 4) for _ in range(5)]
+    parts, whole = numbered_parts()
     stacked = speed.stack_pinned(parts)
-    assert stacked.is_pinned() and torch.equal(stacked, torch.stack(parts))
+    assert stacked.is_pinned() and torch.equal(stacked, whole)
     assert torch.equal(speed.to_device(stacked, "cuda").cpu(), stacked)
 
 
@@ -319,18 +335,11 @@ def assert_fast_model(model):
     assert model.channels_last and model.clip.visual.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
-def tiny_checkpoint_file(path):
-    from ipce.models.backbone import infer_config
-    from ipce.utils.checkpoint import save_checkpoint
-
-    model = make_tiny_scorer(seed=3)
-    return save_checkpoint(path, model, {"backbone": "tiny", "model_config": infer_config(model.clip.state_dict())})
-
-
+@pytest.mark.slow
 def test_load_scorer_compile_and_channels_last(tmp_path, compiled_models):
     import ipce
 
-    ckpt = tiny_checkpoint_file(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3)
     images = [random_image(240 + 40 * i, 230, seed=i) for i in range(3)]
     prompts = PROMPTS[:3]
     plain = ipce.load_scorer(str(ckpt), resize=224, patches=2).score(images, prompts)
@@ -345,7 +354,7 @@ def test_score_and_predict_commands_pass_the_speed_flags(tmp_path, compiled_mode
 
     from ipce.cli import main
 
-    ckpt = tiny_checkpoint_file(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3)
     folder = tmp_path / "imgs"
     folder.mkdir()
     paths = [folder / f"gen_{i}.png" for i in range(3)]
@@ -371,12 +380,13 @@ def test_score_and_predict_commands_pass_the_speed_flags(tmp_path, compiled_mode
     assert scores(tmp_path / "d.csv") == pytest.approx(scores(tmp_path / "c.csv"), abs=1e-4)
 
 
+@pytest.mark.slow
 def test_train_applies_the_speed_flags_before_training(tmp_path, compiled_models):
     import csv
     import json
 
     from ipce.cli import main
-    from tests.test_train import brightness_dataset, tiny_flags
+    from tests.datagen import brightness_dataset, tiny_flags
 
     annotations, images = brightness_dataset(tmp_path / "data", n=16)
     one_step = ["--batch-size", "16"]  # one batch: fewer shapes to compile
@@ -402,12 +412,13 @@ def _cpp_compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile (inductor) on a CPU needs a C++ compiler")
 def test_compile_flag_with_inductor_gives_the_same_scores(tmp_path):
     """The real `--compile` (inductor, C++ code): ~30 s on a cold torch compile cache, ~3 s warm."""
     import ipce
 
-    ckpt = tiny_checkpoint_file(tmp_path / "tiny.safetensors")
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3)
     images = [random_image(240, 230, seed=i) for i in range(2)]
     plain = ipce.load_scorer(str(ckpt), resize=224, patches=2).score(images, PROMPTS[:2])
     torch._dynamo.reset()

@@ -7,17 +7,9 @@ import torch
 import ipce
 from ipce.cli import main
 from ipce.errors import IpceError
-from ipce.models.backbone import infer_config
-from ipce.utils.checkpoint import save_checkpoint
-from tests.conftest import make_tiny_scorer, random_image
+from tests.conftest import make_tiny_scorer, random_image, tiny_checkpoint
 
 FAST = ["--resize", "224", "--patches", "2"]
-
-
-def tiny_checkpoint(path, seed: int):
-    """An ipce checkpoint of a tiny random CLIP (distinct weights per seed)."""
-    model = make_tiny_scorer(seed=seed)
-    return save_checkpoint(path, model, {"backbone": "tiny", "model_config": infer_config(model.clip.state_dict())})
 
 
 def save_images(folder, names, size=(80, 64)):
@@ -166,7 +158,7 @@ def make_broken(folder):
     return ["b_zero.png", "c_truncated.png", "d_text.png"]
 
 
-def test_broken_images_are_skipped_listed_and_give_exit_status_2(tmp_path, capsys):
+def test_broken_images_are_skipped_listed_and_give_exit_status_3(tmp_path, capsys):
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=4)
     folder = tmp_path / "imgs"
     save_images(folder, ["a_good.png", "e_good.png", "f_good.png"])
@@ -175,7 +167,7 @@ def test_broken_images_are_skipped_listed_and_give_exit_status_2(tmp_path, capsy
     # batches of 2 over a, b, c, d, e, f: the second batch has no readable image at all
     argv = ["predict", "--checkpoint", str(ckpt), "--images", str(folder), "--prompt", "a cat", "--out", str(out),
             "--batch-size", "2", "--workers", "2", "--no-progress", *FAST]
-    assert main(argv) == 2
+    assert main(argv) == 3  # partial results (2 is argparse's usage error)
     printed = capsys.readouterr().out
     assert "skipped 3 unreadable" in printed
     rows = read_rows(out)
@@ -208,3 +200,15 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, extra, message):
     code = main(["predict", "--checkpoint", "tiny", "--out", str(tmp_path / "o.csv"), "--workers", "0", *extra])
     err = capsys.readouterr().err
     assert code == 1 and message in err and err.count("\n") == 1
+
+
+def test_a_prompts_file_that_misses_images_says_how_many(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=3)
+    save_images(tmp_path / "imgs", ["x.png", "y.jpg", "z.png", "w.png"])
+    prompts_csv = write_table(tmp_path / "prompts.csv", ["image", "prompt"], [("y.jpg", "a yellow bird")])
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--checkpoint", str(ckpt), "--images", str(tmp_path / "imgs"), "--prompts",
+                 str(prompts_csv), "--out", str(out), "--workers", "0", "--no-progress", *FAST]) == 0
+    err = capsys.readouterr().err
+    assert "3 image file(s)" in err and str(prompts_csv) in err and "not scored (e.g. w.png)" in err
+    assert [r["image"] for r in read_rows(out)] == ["y.jpg"]

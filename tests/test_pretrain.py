@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,8 +11,8 @@ from ipce.engine.pretrain import (LOOK_WORDS, PretrainConfig, caption, draw_batc
                                   look_texts, plain_attention, pretrain, pretrain_loss, pretrain_lr, render_pool,
                                   squeeze)
 from ipce.models.backbone import load_backbone
+from ipce.models.checkpoint import save_checkpoint
 from ipce.models.correspondence import CorrespondenceScorer
-from ipce.utils.checkpoint import save_checkpoint
 from tests.conftest import make_tiny_scorer
 
 
@@ -62,6 +63,7 @@ def test_pool_pictures_are_squeezed_as_the_global_view_is():
     assert (got - expected).abs().max() < 0.51 / 255 / 0.26
 
 
+@pytest.mark.slow
 def test_groups_share_colour_and_background():
     _, attrs = render_pool(400, 224, np.random.default_rng(0))
     chosen = draw_pictures(attrs, 16, np.random.default_rng(3), group=4)
@@ -99,6 +101,7 @@ def test_swap_loss_labels_clean_own_prompts_perfectly_and_altered_badly():
     assert abs(parts["swap"] - swap) < 1e-5 and abs(parts["look"] - look) < 1e-5
 
 
+@pytest.mark.slow
 def test_pretraining_lowers_its_losses():
     model = make_tiny_scorer()
     history = pretrain(model, PretrainConfig(steps=100, batch=16, pool=64, seed=0), log=lambda _: None)

@@ -19,9 +19,9 @@ from ipce.utils.report import (
 )
 
 SPLITS = [
-    {"split": 1, "epoch": 7, "srcc": 0.81, "plcc": 0.84, "krcc": 0.62, "rmse": 0.50, "main": 0.825},
-    {"split": 2, "epoch": 12, "srcc": 0.83, "plcc": 0.86, "krcc": 0.64, "rmse": 0.48, "main": 0.845},
-    {"split": 3, "epoch": 3, "srcc": 0.85, "plcc": 0.88, "krcc": 0.66, "rmse": 0.46, "main": 0.865},
+    {"split": 1, "epoch": 7, "srcc": 0.81, "plcc": 0.84, "krcc": 0.62, "rmse": 0.50, "srcc_plcc_mean": 0.825},
+    {"split": 2, "epoch": 12, "srcc": 0.83, "plcc": 0.86, "krcc": 0.64, "rmse": 0.48, "srcc_plcc_mean": 0.845},
+    {"split": 3, "epoch": 3, "srcc": 0.85, "plcc": 0.88, "krcc": 0.66, "rmse": 0.46, "srcc_plcc_mean": 0.865},
 ]
 
 
@@ -34,11 +34,33 @@ def _no_tmp_left(directory):
     return [p.name for p in directory.iterdir() if p.name.endswith(".tmp") or p.name.startswith(".")]
 
 
-def test_paper_results():
-    assert PAPER_RESULTS[("agiqa3k", "quality")] == (0.8841, 0.9246)
-    assert PAPER_RESULTS[("aigciqa2023", "authenticity")] == (0.8097, 0.7998)
-    assert PAPER_RESULTS[("aigcqa30k", "quality")] == (0.9076, 0.9274)
-    assert len(PAPER_RESULTS) == 6
+def _readme_paper_table() -> dict:
+    """(preset, target) -> (SRCC, PLCC) read off the README's "paper SRCC / PLCC" table, rows named
+    "<dataset folder> (<target>)" or just "<dataset folder>" for the dataset's default target."""
+    from pathlib import Path
+
+    from ipce.datasets.sources import DATASETS
+
+    by_folder = {info.folder: key for key, info in DATASETS.items()}
+    lines = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("| dataset (target) | paper SRCC / PLCC |"))
+    table = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, numbers = (cell.strip() for cell in line.strip("|").split("|"))
+        folder, _, target = name.partition(" (")
+        preset = by_folder[folder]
+        srcc, plcc = (float(x) for x in numbers.split(" / "))
+        table[(preset, target.rstrip(")") or DATASETS[preset].default_target)] = (srcc, plcc)
+    return table
+
+
+def test_paper_results_are_the_readme_table():
+    # two copies of the paper's table (the code's and the README's): every row of each in the other
+    readme = _readme_paper_table()
+    assert len(readme) == 6
+    assert PAPER_RESULTS == readme
 
 
 def test_paper_results_are_keyed_by_dataset_and_target_name():
@@ -72,7 +94,7 @@ def test_trainer_summary_finds_the_paper_row_for_the_default_target(tmp_path, ca
 def test_split_table_rows_and_summary():
     table = split_table(SPLITS, summarize(SPLITS), paper=PAPER_RESULTS[("agiqa3k", "quality")])
     rows = _rows(table)
-    assert rows[0] == ["split", "best epoch", "srcc", "plcc", "krcc", "rmse", "main"]
+    assert rows[0] == ["split", "best epoch", "srcc", "plcc", "krcc", "rmse", "srcc_plcc_mean"]
     assert set(rows[1][0]) == {"-"}  # markdown separator
     assert rows[2] == ["1", "7", "0.8100", "0.8400", "0.6200", "0.5000", "0.8250"]
     assert rows[4][:3] == ["3", "3", "0.8500"]

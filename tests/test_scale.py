@@ -17,8 +17,8 @@ from ipce.commands.train import add_train_arguments, config_from_args
 from ipce.config import make_config, preset_names
 from ipce.errors import IpceError
 from ipce.models.backbone import infer_config
+from ipce.models.checkpoint import read_metadata, save_checkpoint
 from ipce.models.scale import ScoreScale
-from ipce.utils.checkpoint import read_metadata, save_checkpoint
 from ipce.utils.metrics import rmse
 from tests.conftest import make_tiny_scorer
 from tests.datagen import write_image

@@ -12,8 +12,7 @@ import AIGC_DB_AIGCQA30K_VAL
 import ipce
 from ipce.engine.submission import output_text, write_submission
 from ipce.errors import IpceError
-from tests.test_predict import tiny_checkpoint
-from tests.conftest import random_image
+from tests.conftest import random_image, tiny_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 # annotation order on purpose not sorted, generators from the file names

@@ -145,7 +145,7 @@ def test_wrong_count_draws_another_number_of_shapes():
     for count in (1, 2, 3):
         a = {"count": count, "colour": "red", "shape": "circle", "background": "white"}
         assert blobs(render(a, (120, 90), rng)) == count
-        wrong = syn._alter(a, "count", rng)
+        wrong = syn.alter_attrs(a, "count", rng)
         assert wrong["count"] != count
         assert blobs(render(wrong, (120, 90), rng)) == wrong["count"]
 
@@ -168,7 +168,7 @@ def test_quality_defects_change_pixels_more_with_severity():
 # --------------------------------------------------------------------------------- the set
 
 def test_csv_reads_back_with_pandas(default_set):
-    pd = pytest.importorskip("pandas")
+    import pandas as pd  # a dependency of ipce: its absence is a failure, not a skip
     out, _ = default_set
     df = pd.read_csv(out / "annotations.csv")
     assert list(df.columns) == list(syn.COLUMNS)
@@ -222,7 +222,7 @@ def test_sizes_vary_with_small_and_big_images(default_set):
 def test_size_rates_follow_the_config():
     cfg = SyntheticConfig(small_rate=0.5, big_rate=0.5, min_side=100, max_side=1200)
     rng = np.random.default_rng(0)
-    sizes = [syn._size(cfg, rng) for _ in range(400)]
+    sizes = [syn.draw_size(cfg, rng) for _ in range(400)]
     small = [s for s in sizes if max(s) <= 220]
     big = [s for s in sizes if min(s) >= 1025]
     assert len(small) + len(big) == 400 and 150 < len(small) < 250

@@ -12,42 +12,16 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 import ipce
 from ipce.cli import main
 from ipce.config import make_config
 from ipce.engine.train import epoch_lrs, run, schedule_positions
 from ipce.utils.metrics import srcc
+from tests.datagen import brightness_dataset, tiny_flags
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def brightness_dataset(root: Path, n: int = 40, seed: int = 0) -> tuple[Path, Path]:
-    """Images whose MOS is their brightness: a signal a tiny CLIP learns in a couple of epochs."""
-    rng = np.random.default_rng(seed)
-    images = root / "images"
-    images.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for i in range(n):
-        level = rng.uniform(0.05, 0.95)
-        pixels = np.clip(rng.normal(level * 255, 20, size=(224, 224, 3)), 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(images / f"gen_{i:03d}.png")
-        rows.append([f"gen_{i:03d}.png", "a photo", round(5 * level, 3)])
-    annotations = root / "annotations.csv"
-    with annotations.open("w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["image", "prompt", "mos"])
-        writer.writerows(rows)
-    return annotations, images
-
-
-def tiny_flags(annotations: Path, images: Path, out: Path, epochs: int = 2) -> list[str]:
-    return ["--annotations", str(annotations), "--images", str(images), "--backbone", "tiny", "--epochs", str(epochs),
-            "--lr", "1e-3", "--resize", "224", "--train-patches", "1", "--eval-patches", "1", "--batch-size", "8",
-            "--workers", "0", "--splits", "1", "--out", str(out), "--no-flip"]
 
 
 def test_schedule_of_20_epochs_is_the_designs():
@@ -58,6 +32,7 @@ def test_schedule_of_20_epochs_is_the_designs():
     assert min(lrs) > 0 and lrs[0] == 5e-6 and lrs[5] == pytest.approx(5e-6 * (1 + math.cos(math.pi * 6 / 5)) / 2)
 
 
+@pytest.mark.slow
 def test_training_learns_and_writes_the_run(tmp_path):
     annotations, images = brightness_dataset(tmp_path / "data", n=60)
     out = tmp_path / "run"
@@ -65,11 +40,11 @@ def test_training_learns_and_writes_the_run(tmp_path):
     split = out / "split1"
     history = [json.loads(line) for line in (split / "metrics.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
-    for key in ("epoch", "lr", "train_loss", "srcc", "plcc", "krcc", "rmse", "main"):
+    for key in ("epoch", "lr", "train_loss", "srcc", "plcc", "krcc", "rmse", "srcc_plcc_mean"):
         assert all(key in h for h in history), key
     summary = json.loads((out / "summary.json").read_text())
     best = summary["splits"][0]
-    assert best["main"] == max(h["main"] for h in history)
+    assert best["srcc_plcc_mean"] == max(h["srcc_plcc_mean"] for h in history)
     table = (out / "summary.md").read_text().splitlines()
     assert len([line for line in table if line.startswith("| 1 ")]) == 1
     assert any(line.startswith("| mean ± std") for line in table)
@@ -97,7 +72,7 @@ def test_holdout_protocol_reports_test_numbers(tmp_path):
     out = tmp_path / "run"
     assert main(["train", *tiny_flags(annotations, images, out, epochs=1), "--protocol", "holdout"]) == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["protocol"] == "holdout" and "val_main" in summary["splits"][0]
+    assert summary["protocol"] == "holdout" and "val_srcc_plcc_mean" in summary["splits"][0]
     test_rows = list(csv.DictReader((out / "split1" / "test_predictions.csv").open()))
     val_rows = list(csv.DictReader((out / "split1" / "val_predictions.csv").open()))
     assert len(test_rows) == 8 and not {r["image"] for r in test_rows} & {r["image"] for r in val_rows}
@@ -109,6 +84,7 @@ def run_cli(args: list[str], **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     annotations, images = brightness_dataset(tmp_path / "data", n=32)
     whole, killed = tmp_path / "whole", tmp_path / "killed"
@@ -138,6 +114,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
             assert x[key] == pytest.approx(y[key], abs=1e-6), (key, x, y)
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes_with_gloo(tmp_path):
     annotations, images = brightness_dataset(tmp_path / "data", n=24)
     out = tmp_path / "ddp"

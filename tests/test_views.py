@@ -5,7 +5,7 @@ from PIL import Image
 from ipce.datasets.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
                                  to_normalized_tensor)
 from ipce.errors import IpceError
-from ipce.models.reference import all_windows, seed_views
+from ipce.models.reference import all_windows, original_views
 from tests.conftest import random_image
 
 
@@ -41,34 +41,54 @@ def test_train_positions_are_seeded_and_drawn_with_replacement():
 def test_views_equal_the_seed_window_copy():
     for size in [(300, 180), (512, 700), (1100, 1040)]:
         image = random_image(*size, seed=size[0])
-        crops, glob = make_views(image, ViewConfig(resize=512, patches=15))
-        ref_crops, ref_glob = seed_views(image, 512, 15)
-        assert crops.shape == (15, 3, CROP, CROP) and glob.shape == (3, CROP, CROP)
+        crops, global_view = make_views(image, ViewConfig(resize=512, patches=15))
+        ref_crops, ref_global_view = original_views(image, 512, 15)
+        assert crops.shape == (15, 3, CROP, CROP) and global_view.shape == (3, CROP, CROP)
         assert torch.allclose(crops, ref_crops, atol=1e-6)
-        assert torch.allclose(glob, ref_glob, atol=1e-6)
+        assert torch.allclose(global_view, ref_global_view, atol=1e-6)
 
 
 def test_only_the_chosen_crops_are_materialized():
+    """make_views allocates the normalized image, its 15 crops and the global view, not every window."""
+    from torch.profiler import ProfilerActivity, profile
+
+    def allocated(call):  # bytes the torch CPU allocator handed out during `call`
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            call()
+        return sum(e.self_cpu_memory_usage for e in prof.events() if e.self_cpu_memory_usage > 0)
+
     image = random_image(768, 1024)
-    crops, _ = make_views(image, ViewConfig(resize=768, patches=15))
-    assert all_windows(to_normalized_tensor(image)).shape[0] > 200  # the seed's copy
-    assert crops.shape[0] == 15
+    window = 3 * CROP * CROP * 4  # one float32 crop
+    rows, cols, _ = crop_grid(1024, 768)  # 17 x 12 windows at stride 48
+    needed = 3 * 1024 * 768 * 4 + 15 * window + window  # the image, the 15 crops, the global view
+    used = allocated(lambda: make_views(image, ViewConfig(resize=768, patches=15)))
+    assert 0 < used <= 1.5 * needed
+    assert allocated(lambda: all_windows(to_normalized_tensor(image))) >= rows * cols * window  # the seed's copy
+    assert rows * cols * window > 5 * needed
 
 
 def test_flip_mirrors_the_image():
+    """A flipped draw shows the mirrored image: its global view is the plain one with its columns
+    reversed, and its crop is a window of the mirrored pixels, not of the image as it is."""
     image = random_image(512, 512, seed=3)
-    flipped = None
-    for seed in range(10):
-        crops, glob = make_views(image, ViewConfig(resize=512, patches=1, train=True, flip=True),
-                                 torch.Generator().manual_seed(seed))
-        _, plain = make_views(image, ViewConfig(resize=512, patches=1))
-        if not torch.allclose(glob, plain):
-            flipped = glob
-            break
-    assert flipped is not None
-    mirrored = to_normalized_tensor(image.transpose(Image.FLIP_LEFT_RIGHT))
-    _, expected = make_views(image.transpose(Image.FLIP_LEFT_RIGHT), ViewConfig(resize=512, patches=1))
-    assert torch.allclose(flipped, expected, atol=1e-6) and mirrored.shape[1] == 512
+    pixels = to_normalized_tensor(image)
+    mirrored = pixels.flip(-1)  # the columns reversed, by hand
+    _, plain = make_views(image, ViewConfig(resize=512, patches=1))
+
+    def is_window_of(crop, tensor):  # any 224x224 window on the 32-px grid of a 512x512 image
+        windows = tensor.unfold(1, CROP, 32).unfold(2, CROP, 32)  # [3, 10, 10, 224, 224], a view
+        return bool(((windows - crop[:, None, None]).abs().amax(dim=(0, 3, 4)) <= 1e-6).any())
+
+    sides = []
+    for seed in range(4):  # seeds 0 and 3 flip, 1 and 2 do not
+        crops, global_view = make_views(image, ViewConfig(resize=512, patches=1, train=True, flip=True),
+                                        torch.Generator().manual_seed(seed))
+        flipped = not torch.allclose(global_view, plain, atol=1e-5)
+        assert torch.allclose(global_view, plain.flip(-1) if flipped else plain, atol=1e-5)
+        assert is_window_of(crops[0], mirrored if flipped else pixels)
+        assert not is_window_of(crops[0], pixels if flipped else mirrored)
+        sides.append(flipped)
+    assert any(sides) and not all(sides)  # the flip is drawn, not always or never taken
 
 
 @pytest.mark.parametrize("resize, patches, message", [

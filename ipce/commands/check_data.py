@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ipce.commands.flags import annotations_from_args
-from ipce.errors import DataError
+from ipce.errors import DataError, IpceError
 
 
 def check_data_command(args: argparse.Namespace) -> int:
@@ -30,7 +30,10 @@ def check_data_command(args: argparse.Namespace) -> int:
             write_report_csv(report_path, [problem])
             print(f"report: {report_path}")
         return 1
-    report = check_annotations(found, workers=getattr(args, "workers", 2) or 2,
+    workers = 2 if getattr(args, "workers", None) is None else args.workers  # 0: decode in this process
+    if workers < 0:
+        raise IpceError(f"--workers {workers}: must be 0 or more")
+    report = check_annotations(found, workers=workers,
                                progress=not getattr(args, "no_progress", False))
     print(format_report(report, source))
     if report_path:

@@ -42,7 +42,8 @@ def demo_command(args) -> int:
     from ipce.utils.io import write_json, write_text
 
     out = Path(args.out)
-    result = run_demo(out, quick=args.quick, workers=args.workers, precision=args.precision)
+    result = run_demo(out, quick=args.quick, workers=args.workers, precision=args.precision,
+                      device=getattr(args, "device", "auto"), progress=not getattr(args, "no_progress", False))
     summary = result.summary
     run_dir = Path(summary["run"])
     table = format_pairs(result.pairs, summary["pair_accuracy"], summary["pair_accuracy_by_altered"])

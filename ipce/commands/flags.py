@@ -12,12 +12,11 @@ import argparse
 from typing import Sequence
 
 from ipce.errors import IpceError
-
-PRECISIONS = ("fp32", "bf16", "fp16")
+from ipce.utils.precision import PRECISIONS
 
 # (flag, its default when the command supplies defaults, the rest of add_argument)
 DATA_SOURCE_FLAGS = (
-    ("--preset", None, {"help": "agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k"}),
+    ("--preset", None, {"metavar": "NAME", "help": "a published dataset: agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k"}),
     ("--data-root", "data", {"help": "folder holding the dataset folders (default: data)"}),
     ("--subset", None, {"help": "aigcqa30k: train, val or test (default: train)"}),
     ("--target", None, {"help": "which score, e.g. quality, alignment, correspondence"}),
@@ -58,7 +57,7 @@ def add_prompt_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentG
 
 
 def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
-    """`--compile` and `--channels-last` (ipce.utils.speed), for train, predict and score.
+    """`--compile` and `--channels-last` (ipce.models.speed), for train, predict and score.
     `defaults=False` (default None) lets `ipce train --resume` tell a flag not given from one given."""
     default = False if defaults else None
     p.add_argument("--compile", action="store_true", default=default,
@@ -132,3 +131,119 @@ def records_from_args(args: argparse.Namespace):
     """The usable records of `annotations_from_args` (a bad row raises `DataError`): (records, description)."""
     found, source = annotations_from_args(args)
     return found.usable(), source
+
+
+# ----------------------------------------------------------------------------- one grammar
+# The flags that mean the same thing in several subcommands are defined here once: the same
+# name, default and help wherever they appear.
+
+# Exit statuses of every subcommand (also the epilog of `ipce --help`).
+EXIT_OK = 0        # success
+EXIT_ERROR = 1     # a user error, one line on stderr (`ipce: error: ...`), or data a check found unusable
+EXIT_USAGE = 2     # a usage error found by argparse: unknown flag, missing or malformed value
+EXIT_PARTIAL = 3   # finished with partial results: predict wrote the scores of the images it could read
+EXIT_CODES = ((EXIT_OK, "success"),
+              (EXIT_ERROR, "error: a bad value, a missing file, an unknown preset (one line on stderr), or data "
+                           "that check-data / splits --from found unusable"),
+              (EXIT_USAGE, "usage error: unknown flag, missing or malformed value (argparse)"),
+              (EXIT_PARTIAL, "partial results: predict skipped unreadable images (listed in <out>.errors.csv)"))
+
+
+def exit_codes_epilog() -> str:
+    return "exit status:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
+
+
+CHECKPOINT_TERMS = ("an ipce checkpoint, an original checkpoint (a file saved by the original authors' training "
+                    "scripts, torch.save({'model_state_dict': ...})), or a backbone name (ViT-B-32, tiny, "
+                    "random:ViT-B-32, ...)")
+DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
+WORKERS_HELP = ("parallel image decoders, 0 for none (processes when loading batches; threads when checking "
+                "images, which measured faster there)")
+PROGRESS_HELP = "no progress bars"
+GROUP_BY_CHOICES = ("prompt", "generator")
+GROUP_BY_HELP = ("keep all records with the same prompt (or generator) on one side of every split (default: none, "
+                 "records are split one by one)")
+PRESET_METAVAR = "NAME"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Help with '(default: X)' after every flag that has a default worth showing (not None, not
+    False, not a help text that names its default itself); descriptions and epilogs keep their line
+    breaks and indents, each line wrapped to the terminal."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import textwrap
+
+        lines = []
+        for line in text.splitlines():
+            depth = len(line) - len(line.lstrip())
+            hang = len(line) - len(line.lstrip().split(None, 1)[-1].lstrip()) if depth else 0  # a table row
+            lines.append(textwrap.fill(line.strip(), width, initial_indent=indent + " " * depth,
+                                       subsequent_indent=indent + " " * hang) if line.strip() else "")
+        return "\n".join(lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        shown = action.option_strings and action.default not in (None, False, argparse.SUPPRESS, [], ())
+        if shown and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+class OldSpelling(argparse.Action):
+    """A flag's former name: still accepted, with a one-line note on stderr; not shown in --help."""
+
+    def __init__(self, option_strings, dest, new: str, **kwargs):
+        self.new = new
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import sys
+
+        print(f"ipce: note: {option_string} is the old spelling of {self.new}; it still works, {self.new} is "
+              "the name to use", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def add_old_spelling(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, dest: str,
+                     **kwargs) -> None:
+    p.add_argument(old, dest=dest, action=OldSpelling, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                   **kwargs)
+
+
+def add_device_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--device auto|cpu|cuda|cuda:N` (ipce.utils.device.resolve_device); `defaults=False` (ipce
+    train): default None, the config's auto, so that `--resume` keeps the saved device."""
+    p.add_argument("--device", default="auto" if defaults else None, metavar="DEVICE",
+                   help=DEVICE_HELP if defaults else f"{DEVICE_HELP} (default: auto)")
+
+
+def add_workers_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--workers N`, the one meaning everywhere (WORKERS_HELP)."""
+    p.add_argument("--workers", type=int, default=2 if defaults else None, metavar="N",
+                   help=WORKERS_HELP if defaults else f"{WORKERS_HELP} (default: 2)")
+
+
+def add_progress_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--no-progress`, for every command that shows a bar; `defaults=False` (ipce train): None when not given."""
+    p.add_argument("--no-progress", action="store_true", default=False if defaults else None, help=PROGRESS_HELP)
+
+
+def add_group_by_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--group-by", choices=GROUP_BY_CHOICES, default=None, help=GROUP_BY_HELP)
+
+
+def add_n_splits_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True,
+                          old_spelling: bool = False) -> None:
+    """`--n-splits N`; `old_spelling`: also, hidden, `--n` (what ipce splits called it)."""
+    p.add_argument("--n-splits", type=int, default=10 if defaults else None, metavar="N",
+                   help="number of random splits" + ("" if defaults else " (default: 10)"))
+    if old_spelling:
+        add_old_spelling(p, "--n", "--n-splits", "n_splits", type=int, metavar="N")
+
+
+def resolve_device(device: str | None) -> str:
+    """ipce.utils.device.resolve_device: auto -> cuda when available, else cpu."""
+    from ipce.utils.device import resolve_device as resolve
+
+    return resolve(device)

@@ -15,22 +15,27 @@ metrics are printed and a scatter plot is written to `<out stem>.png`. With `--s
 `--out DIR` gets output.txt, readme.txt and submission.zip (see ipce.engine.submission).
 
 Unreadable images are skipped and listed in `<out stem>.errors.csv` (`path,problem`); the
-exit status is 2 when any was skipped. A submission needs every image: it is refused (exit 1).
+exit status is 3 (EXIT_PARTIAL, partial results) when any was skipped. A submission needs every
+image: it is refused (exit 1).
 """
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ipce.commands.flags import (add_data_source_arguments, add_precision_argument, add_prompt_source_arguments,
-                                 add_speed_arguments, add_weights_argument, records_from_args)
+from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_data_source_arguments, add_device_argument,
+                                 add_precision_argument, add_progress_argument, add_prompt_source_arguments,
+                                 add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args,
+                                 resolve_device)
+from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
 if TYPE_CHECKING:
     from ipce.engine.predict import Prediction
 
-EXIT_SKIPPED = 2
+EXIT_SKIPPED = EXIT_PARTIAL  # finished, with the unreadable images skipped (was 2, argparse's usage status)
 
 
 # ----------------------------------------------------------------------------- flags
@@ -38,11 +43,10 @@ EXIT_SKIPPED = 2
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """The models of `ipce predict` and how to run them."""
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
-                   help="ipce or seed checkpoint file, or a backbone name (tiny, random:ViT-B-32, ViT-L-14); "
-                        "repeat to ensemble")
+                   help=f"{CHECKPOINT_TERMS}; repeat to ensemble")
     add_weights_argument(p)
     p.add_argument("--combine", choices=("mean", "product"), default="mean",
-                   help="ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry); default mean")
+                   help="ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry)")
     p.add_argument("--prompt-prefix", action="append", choices=("none", "generator"), default=None,
                    help="text seen by a model: the prompt (none) or '{generator} {prompt}' (generator, the file "
                         "name up to its first '_'); once for all checkpoints or once per checkpoint, in order "
@@ -50,11 +54,11 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's, else 512)")
     p.add_argument("--patches", type=int, default=None, help="evaluation crops (default: checkpoint's, else 15)")
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default: 2)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: cuda when available)")
+    add_workers_argument(p)
+    add_device_argument(p)
     add_precision_argument(p)
     add_speed_arguments(p)
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(p)
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,14 +74,6 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ----------------------------------------------------------------------------- the command
-
-def _resolve_device(device: str | None) -> str:
-    import torch
-
-    if device in (None, "", "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
 
 def _prefixes(args):
     prefixes = args.prompt_prefix
@@ -151,6 +147,15 @@ def predict_command(args: argparse.Namespace) -> int:
 
     _validate(args)
     records, source = records_from_args(args)
+    for warning in prompt_warnings(r.prompt for r in records):  # once per run, with counts
+        print(f"ipce: warning: {warning}", file=sys.stderr)
+    if getattr(args, "prompts", None):
+        from ipce.engine.predict import unlisted_images
+
+        missed = unlisted_images(args.images, records)
+        if missed:
+            print(f"ipce: warning: {len(missed)} image file(s) in {args.images} are not listed in {args.prompts} "
+                  f"and are not scored (e.g. {missed[0].name}); add rows image,prompt for them", file=sys.stderr)
     if not records:
         raise IpceError(f"{source}: no images listed")
     submission = bool(getattr(args, "submission", False))
@@ -166,7 +171,7 @@ def predict_command(args: argparse.Namespace) -> int:
         errors_path = csv_path.with_name(f"{csv_path.stem}.errors.csv")
         plot_path = csv_path.with_name(f"{csv_path.stem}.png")
 
-    device = _resolve_device(args.device)
+    device = resolve_device(args.device)
     scorer = load_scorer(args.checkpoint, device=device, resize=args.resize, patches=args.patches,
                          combine=args.combine, prompt_prefix=_prefixes(args), precision=args.precision,
                          batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last,

@@ -1,18 +1,27 @@
 """`ipce score IMAGE ... --prompt TEXT --checkpoint CKPT`: a table on the terminal, optionally a CSV."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ipce.api import load_scorer
+from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 from ipce.utils.io import write_csv
 
 
 def score_command(args) -> int:
+    from ipce.commands.flags import resolve_device
+
     for image in args.images:
+        if Path(image).is_dir():
+            raise IpceError(f"{image}: is a folder; `ipce score` takes image files, `ipce predict --images "
+                            f"{image} --prompt TEXT` scores a whole folder")
         if not Path(image).is_file():
             raise IpceError(f"{image}: no such image file")
-    scorer = load_scorer(args.checkpoint, device=args.device, resize=args.resize, patches=args.patches,
+    for warning in prompt_warnings([args.prompt]):
+        print(f"ipce: warning: {warning}", file=sys.stderr)
+    scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize, patches=args.patches,
                          precision=args.precision, compile=args.compile, channels_last=args.channels_last,
                          weights=args.weights)
     scores = scorer.score(args.images, args.prompt)

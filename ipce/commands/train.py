@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ipce.commands.flags import (add_data_source_arguments, add_precision_argument, add_speed_arguments,
-                               add_weights_argument)
-from ipce.config import TrainConfig, make_config, preset_names
+from ipce.commands.flags import (add_data_source_arguments, add_device_argument, add_group_by_argument,
+                                 add_n_splits_argument, add_precision_argument, add_progress_argument,
+                                 add_speed_arguments, add_weights_argument, add_workers_argument)
+from ipce.config import TrainConfig, load_presets, make_config, preset_names
 
 
 def _splits(text: str) -> list[int]:
@@ -22,65 +23,111 @@ def _splits(text: str) -> list[int]:
     return out
 
 
+def _default(field: str) -> str:
+    """'(default: X)' for a TrainConfig field: the default preset's value (custom data takes it too),
+    then each preset that differs, e.g. '(default: 20; agiqa3k 30, aigcqa30k 80)'."""
+    presets = load_presets()
+    base = TrainConfig.preset
+
+    def shown(value) -> str:
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, (list, tuple)):
+            return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    fallback = next(f for f in dataclasses.fields(TrainConfig) if f.name == field)
+    fallback = fallback.default_factory() if fallback.default is dataclasses.MISSING else fallback.default
+    first = presets.get(base, {}).get(field, fallback)
+    others = [f"{name} {shown(values.get(field, fallback))}" for name, values in sorted(presets.items())
+              if name != base and values.get(field, fallback) != first]
+    return f"(default: {shown(first)}{'; ' + ', '.join(others) if others else ''})"
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `ipce train`: each one that is given overrides the preset's recipe (TrainConfig),
-    so every flag defaults to None."""
-    p.add_argument("--preset", choices=preset_names(), default=None,
-                   help="dataset recipe (default agiqa1k; custom data uses its recipe)")
+    so every flag defaults to None and its help names the recipe's value."""
+    names = preset_names()
+    preset = p.add_argument("--preset", default=None, metavar="NAME",
+                            help=f"dataset recipe: {', '.join(names)} (default: {TrainConfig.preset}; custom data "
+                                 f"takes {TrainConfig.preset}'s)")
+    preset.completer = lambda **_: names  # tab completion (argcomplete); an unknown name is a one-line error
     data = p.add_argument_group("data")
     add_data_source_arguments(data, defaults=False, leave_out=("--preset", "--subset"))
     data.add_argument("--mos-range", nargs=2, type=float, metavar=("LO", "HI"),
                       help="the scale of the scores, e.g. 0 100 or 1 10: mapped onto the model's 0..5 for "
                            "training, predictions mapped back (default: the preset's; custom data 0..5)")
     data.add_argument("--prompt-prefix", choices=["none", "generator"],
-                      help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model)")
+                      help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model) "
+                           "(default: none)")
     data.add_argument("--skip-bad", action="store_true", default=None, help="drop unreadable records instead of stopping")
     model = p.add_argument_group("model")
-    model.add_argument("--backbone", help="open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME")
+    model.add_argument("--backbone", help=f"open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME "
+                                          f"{_default('backbone')}")
     add_weights_argument(model)
-    model.add_argument("--resize", type=int, help="adaptive-resize size S")
-    model.add_argument("--train-patches", type=int, help="random crops per image in training (default 8)")
-    model.add_argument("--eval-patches", type=int, help="evenly strided crops in evaluation (default 15)")
+    model.add_argument("--resize", type=int, help=f"adaptive-resize size S {_default('resize')}")
+    model.add_argument("--train-patches", type=int,
+                       help=f"random crops per image in training {_default('train_patches')}")
+    model.add_argument("--eval-patches", type=int,
+                       help=f"evenly strided crops in evaluation {_default('eval_patches')}")
     model.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
-                       help="random horizontal flips in training (preset's default)")
+                       help=f"random horizontal flips in training {_default('flip')}")
     opt = p.add_argument_group("optimisation")
-    opt.add_argument("--epochs", type=int)
-    opt.add_argument("--batch-size", type=int, help="global batch size (all processes)")
-    opt.add_argument("--lr", type=float)
-    opt.add_argument("--weight-decay", type=float)
-    opt.add_argument("--accumulate", type=int, help="gradient accumulation steps")
+    opt.add_argument("--epochs", type=int, help=f"training epochs per split {_default('epochs')}")
+    opt.add_argument("--batch-size", type=int,
+                     help=f"global batch size, all processes together {_default('batch_size')}")
+    opt.add_argument("--lr", type=float, help=f"AdamW learning rate at the top of the cosine schedule {_default('lr')}")
+    opt.add_argument("--weight-decay", type=float, help=f"AdamW weight decay {_default('weight_decay')}")
+    opt.add_argument("--t-max", type=int, metavar="EPOCHS",
+                     help=f"cosine schedule: epochs from --lr down to 0, then back up {_default('t_max')}")
+    opt.add_argument("--accumulate", type=int, help=f"gradient accumulation steps {_default('accumulate')}")
     add_precision_argument(opt, defaults=False)
-    opt.add_argument("--grad-checkpointing", action="store_true", default=None)
+    opt.add_argument("--grad-checkpointing", action="store_true", default=None,
+                     help="recompute activations in the backward pass: less memory, slower steps")
+    opt.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default: --batch-size)")
     proto = p.add_argument_group("protocol")
-    proto.add_argument("--protocol", choices=["paper", "holdout"])
-    proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default all)")
-    proto.add_argument("--n-splits", type=int, help="number of random splits (default 10)")
-    proto.add_argument("--group-by", choices=["prompt"], help="keep all images of a prompt on one side")
+    proto.add_argument("--protocol", choices=["paper", "holdout"],
+                       help="paper: each split trains on --ratio of the data, the best epoch is chosen on the "
+                            "rest; holdout: train/val/test parts (--holdout-ratios) " + _default("protocol"))
+    proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default: all)")
+    add_n_splits_argument(proto, defaults=False)
+    proto.add_argument("--ratio", type=float,
+                       help=f"paper protocol: training fraction of each split {_default('ratio')}")
+    proto.add_argument("--holdout-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
+                       help=f"holdout protocol: the three fractions {_default('holdout_ratios')}")
+    add_group_by_argument(proto)
     proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv (e.g. the original "
                                             "Database/ folders, read as published)")
     proto.add_argument("--drop-overlap", action="store_true", default=None,
                        help="with --splits-dir: take records that are on both sides of a split out of its "
                             "held-out part (default: kept, as published)")
-    proto.add_argument("--seed", type=int)
+    proto.add_argument("--seed", type=int, help=f"seed of the splits and of training {_default('seed')}")
     run = p.add_argument_group("running")
-    run.add_argument("--device", help="cpu, cuda, cuda:1 ...")
-    run.add_argument("--workers", type=int, help="DataLoader workers (default 2)")
-    run.add_argument("--out", help="run folder (default runs/<preset>-<time>)")
-    run.add_argument("--resume", action="store_true", default=None, help="continue the run in --out")
-    run.add_argument("--tensorboard", action="store_true", default=None)
+    add_device_argument(run, defaults=False)
+    add_workers_argument(run, defaults=False)
+    run.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
+    run.add_argument("--resume", action="store_true", default=None,
+                     help="continue the run in --out (only --device, --workers, --no-progress and the speed flags "
+                          "may change)")
+    run.add_argument("--tensorboard", action="store_true", default=None,
+                     help="also write TensorBoard logs into the run folder")
+    add_progress_argument(run, defaults=False)
     add_speed_arguments(run, defaults=False)
 
 
 def _overrides(args: argparse.Namespace) -> dict:
     """{field: value} for every TrainConfig field that is a flag of `args` (None: not given); the
     preset is read apart, as the recipe the others override."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-            if f.name != "preset" and hasattr(args, f.name)}
+    found = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name != "preset" and hasattr(args, f.name)}
+    if hasattr(args, "no_progress"):
+        found["progress"] = False if args.no_progress else None  # --no-progress: the config's `progress`
+    return found
 
 
 def config_from_args(args: argparse.Namespace):
     """The config of the flags; with --resume, the saved config of the run in --out (only
-    --device, --workers and the speed flags may change on resume)."""
+    --device, --workers, --no-progress and the speed flags may change on resume)."""
     import json
     from pathlib import Path
 
@@ -90,8 +137,8 @@ def config_from_args(args: argparse.Namespace):
     if args.resume and args.out and saved_path.is_file():
         saved = json.loads(saved_path.read_text())
         saved_preset = saved.pop("preset")
-        saved.update({k: overrides[k] for k in ("device", "workers", "compile", "channels_last")
-                      if overrides[k] is not None})
+        saved.update({k: overrides[k] for k in ("device", "workers", "progress", "compile", "channels_last")
+                      if overrides.get(k) is not None})
         saved.update(resume=True, out=args.out)
         return make_config(None if saved_preset == "custom" else saved_preset, **saved)
     return make_config(preset, **overrides)

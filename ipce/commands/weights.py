@@ -6,16 +6,21 @@ import argparse
 
 
 def add_weights_arguments(p: argparse.ArgumentParser) -> None:
-    actions = p.add_subparsers(dest="action", required=True, metavar="{list,fetch}")
+    from ipce.commands.flags import HelpFormatter, add_progress_argument
+
+    actions = p.add_subparsers(dest="action", required=True, metavar="{list,fetch}",
+                               help="list: what is known and present; fetch NAME: download one")
     actions.add_parser("list", help="the known backbones, where each is looked for and whether it is present",
-                       description="The known backbones, where each is looked for and whether it is present.")
+                       description="The known backbones, where each is looked for and whether it is present.",
+                       formatter_class=HelpFormatter)
     fetch = actions.add_parser("fetch", help="download one of OpenAI's files into ~/.cache/clip/ (SHA-256 checked)",
                                description="Download one of OpenAI's CLIP files from the address clip.load uses, "
-                                           "resuming a partial download, and check its SHA-256.")
+                                           "resuming a partial download, and check its SHA-256.",
+                               formatter_class=HelpFormatter)
     fetch.add_argument("name", help="a backbone name from `ipce weights list`, e.g. ViT-B-32")
     fetch.add_argument("--dir", default=None, help="folder to put the file in (default: ~/.cache/clip)")
     fetch.add_argument("--url", default=None, help="download from this mirror instead (the SHA-256 is still checked)")
-    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(fetch)
 
 
 def weights_command(args: argparse.Namespace) -> int:

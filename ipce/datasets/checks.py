@@ -21,6 +21,7 @@ from ipce.datasets.problems import Problem
 from ipce.utils.io import write_csv
 
 __all__ = ["Problem", "CheckReport", "check_records", "check_annotations", "filter_bad", "count_long_prompts",
+           "prompt_warnings", "is_mostly_non_latin",
            "format_report", "write_report_csv", "CONTEXT_LENGTH", "PROMPT_TEMPLATE"]
 
 CONTEXT_LENGTH = 77
@@ -37,6 +38,7 @@ class CheckReport:
     score_min: float | None = None
     score_max: float | None = None
     long_prompts: int | None = 0    # records whose scoring text exceeds 77 tokens (None: tokenizer unavailable)
+    foreign_prompts: int = 0        # records whose prompt is mostly non-Latin letters (English-only tokenizer)
     seconds: float = 0.0
 
     def by_kind(self) -> dict[str, int]:
@@ -68,6 +70,36 @@ def count_long_prompts(prompts, context_length: int = CONTEXT_LENGTH) -> int | N
             lengths[prompt] = len(tokenizer.encode(PROMPT_TEMPLATE.format(prompt=prompt))) + 2
         count += lengths[prompt] > context_length
     return count
+
+
+def is_mostly_non_latin(prompt: str) -> bool:
+    """True when most letters of `prompt` are outside ASCII: CLIP's tokenizer and training text are
+    English, so such a prompt (Chinese, Cyrillic, ...) is scored as near noise."""
+    letters = [c for c in prompt if c.isalpha()]
+    return bool(letters) and sum(not c.isascii() for c in letters) * 2 > len(letters)
+
+
+def prompt_warnings(prompts, context_length: int = CONTEXT_LENGTH) -> list[str]:
+    """One line per kind of odd prompt among `prompts`, with its count: empty prompts, prompts whose
+    scoring text is cut at 77 tokens, prompts mostly outside the tokenizer's language."""
+    prompts = list(prompts)
+    unique = list(dict.fromkeys(prompts))
+    empty = sum(not p.strip() for p in prompts)
+    foreign = {p for p in unique if is_mostly_non_latin(p)}
+    long = count_long_prompts(prompts, context_length)
+    lines = []
+    if empty:
+        lines.append(f"{empty} of {len(prompts)} prompts are empty: the score then says how well the image "
+                     "matches an empty text, not a prompt")
+    if long:
+        lines.append(f"{long} of {len(prompts)} prompts are cut at CLIP's {context_length} tokens (the scoring "
+                     "text 'a photo that perfectly matches ...' is longer): words past the cut are not seen")
+    if foreign:
+        count = sum(p in foreign for p in prompts)
+        lines.append(f"{count} of {len(prompts)} prompts are mostly non-Latin letters (e.g. "
+                     f"{next(iter(foreign))[:30]!r}): CLIP's tokenizer is English-only, so these scores are "
+                     "unreliable; translate the prompts to English")
+    return lines
 
 
 def check_records(records, workers: int = 2, progress: bool = True) -> CheckReport:
@@ -109,6 +141,7 @@ def check_records(records, workers: int = 2, progress: bool = True) -> CheckRepo
         records=len(records), images_found=found, problems=problems,
         score_min=min(scores) if scores else None, score_max=max(scores) if scores else None,
         long_prompts=count_long_prompts(rec.prompt for rec in records),
+        foreign_prompts=sum(is_mostly_non_latin(rec.prompt) for rec in records),
         seconds=time.perf_counter() - started)
 
 
@@ -157,6 +190,9 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
         lines.append("prompts over 77 tokens: not counted (open_clip is not installed)")
     else:
         lines.append(f"prompts over {CONTEXT_LENGTH} tokens: {report.long_prompts} (truncated when scored)")
+    if report.foreign_prompts:
+        lines.append(f"prompts mostly in non-Latin letters: {report.foreign_prompts} (CLIP's tokenizer is English-only; "
+                     "their scores are unreliable)")
     for label, items in (("", report.problems), ("warning ", report.warnings)):
         for item in items[:show]:
             where = f" (row {item.row})" if item.row is not None else ""

@@ -9,9 +9,8 @@ from typing import Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ipce.api import prefixed_prompt
 from ipce.datasets.images import open_rgb
-from ipce.datasets.sources import Record
+from ipce.datasets.sources import Record, prefixed_prompt
 from ipce.datasets.views import ViewConfig, make_views
 from ipce.errors import DataError
 
@@ -19,17 +18,18 @@ from ipce.errors import DataError
 @dataclass
 class Batch:
     crops: torch.Tensor  # [B, P, 3, 224, 224]
-    glob: torch.Tensor  # [B, 3, 224, 224]
+    global_view: torch.Tensor  # [B, 3, 224, 224]
     prompts: list[str]  # the texts the model sees (prefix applied)
     targets: torch.Tensor  # [B] float (NaN where the record has none)
     indices: torch.Tensor  # [B] positions in the dataset's record list
     errors: list[tuple[int, str]]  # (index, one-line problem) of samples that could not be read
+    views: dict | None = None  # {ViewConfig: (crops, global_view)}: loaders of several view configs, aligned
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def pin_memory(self) -> "Batch":
-        self.crops, self.glob = self.crops.pin_memory(), self.glob.pin_memory()
+        self.crops, self.global_view = self.crops.pin_memory(), self.global_view.pin_memory()
         return self
 
 
@@ -62,25 +62,25 @@ class ViewDataset(Dataset):
         record = self.records[index]
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF)
         try:
-            crops, glob = make_views(open_rgb(record.image), self.views, generator)
+            crops, global_view = make_views(open_rgb(record.image), self.views, generator)
         except DataError as err:
             if not self.tolerant:
                 raise
             return index, None, None, str(err)
-        return index, crops, glob, None
+        return index, crops, global_view, None
 
 
 def collate(items, dataset: ViewDataset) -> Batch:
     errors = [(index, err) for index, _, _, err in items if err is not None]
-    good = [(index, crops, glob) for index, crops, glob, err in items if err is None]
+    good = [(index, crops, global_view) for index, crops, global_view, err in items if err is None]
     records = [dataset.records[i] for i, _, _ in good]
     if good:
         crops = torch.stack([c for _, c, _ in good])
-        glob = torch.stack([g for _, _, g in good])
+        global_view = torch.stack([g for _, _, g in good])
     else:
-        crops, glob = torch.empty(0, dataset.views.patches, 3, 224, 224), torch.empty(0, 3, 224, 224)
+        crops, global_view = torch.empty(0, dataset.views.patches, 3, 224, 224), torch.empty(0, 3, 224, 224)
     targets = torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float32)
-    return Batch(crops, glob, [dataset.text_of(r) for r in records], targets,
+    return Batch(crops, global_view, [dataset.text_of(r) for r in records], targets,
                  torch.tensor([i for i, _, _ in good], dtype=torch.long), errors)
 
 

@@ -24,11 +24,11 @@ from pathlib import Path
 
 from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
 from ipce.datasets.problems import Problem
-from ipce.errors import DataError
+from ipce.errors import DataError, IpceError
 
 __all__ = ["Record", "DatasetInfo", "Annotations", "DATASETS", "ANNOTATION_KINDS", "DUPLICATE_POLICIES",
            "load_dataset", "load_custom", "read_dataset", "read_custom", "apply_duplicates", "generator_of",
-           "dataset_info"]
+           "prefixed_prompt", "dataset_info"]
 
 # Kinds carried by the DataError of a reader (`err.kind`).
 ANNOTATION_KINDS: dict[str, str] = {
@@ -136,6 +136,17 @@ def generator_of(name: str) -> str | None:
     """The generator encoded in a file name: the base name up to its first "_" (None without one)."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     return base.split("_", 1)[0] if "_" in base else None
+
+
+def prefixed_prompt(prompt: str, prefix: str | None, generator: str | None) -> str:
+    """The text a model sees: the prompt, or "{generator} {prompt}" for prefix 'generator'."""
+    if prefix in (None, "none"):
+        return prompt
+    if prefix != "generator":
+        raise IpceError(f"--prompt-prefix must be 'none' or 'generator', not {prefix!r}")
+    if not generator:
+        raise IpceError("--prompt-prefix generator needs each image's generator (its file name up to the first '_')")
+    return f"{generator} {prompt}"
 
 
 def dataset_info(preset: str) -> DatasetInfo:

@@ -97,7 +97,7 @@ def _key(split: Split) -> tuple:
 
 def _make(records, n: int, fractions: tuple[float, ...], seed: int, group_by: str | None) -> list[Split]:
     if n < 1:
-        raise DataError(f"--n {n}: the number of splits must be at least 1", kind="bad-option")
+        raise DataError(f"--n-splits {n}: the number of splits must be at least 1", kind="bad-option")
     units = _units(records, group_by)
     what = f"{group_by} groups" if group_by else "records"
     if len(units) < len(fractions):
@@ -113,7 +113,7 @@ def _make(records, n: int, fractions: tuple[float, ...], seed: int, group_by: st
         else:
             raise DataError(
                 f"split {k + 1} of {n} coincides with an earlier one: {len(units)} {what} allow too few "
-                f"distinct splits; ask for fewer splits (--n) or use more data", kind="bad-option")
+                f"distinct splits; ask for fewer splits (--n-splits) or use more data", kind="bad-option")
         seen.add(_key(split))
         splits.append(split)
     return splits

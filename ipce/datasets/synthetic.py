@@ -191,7 +191,7 @@ def _other(rng: np.random.Generator, options, *exclude):
     return choices[rng.integers(len(choices))]
 
 
-def _alter(attrs: dict, kind: str, rng: np.random.Generator) -> dict:
+def alter_attrs(attrs: dict, kind: str, rng: np.random.Generator) -> dict:
     """Attributes that differ from ``attrs`` in one aspect (the shape colour and the background
     stay different from each other, so the shapes stay visible)."""
     out = {"count": _count(attrs["count"]), "colour": attrs["colour"], "shape": attrs["shape"],
@@ -215,7 +215,7 @@ def mismatched_prompt(prompt_attrs, rng: np.random.Generator,
     ``colour``, ``shape``, ``background``) in one of ``kinds`` (drawn uniformly)."""
     kind = kinds[rng.integers(len(kinds))]
     attrs = {k: prompt_attrs[k] for k in ("count", "colour", "shape", "background")}
-    return prompt_text(_alter(attrs, kind, rng))
+    return prompt_text(alter_attrs(attrs, kind, rng))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -320,7 +320,8 @@ def _pick(rng: np.random.Generator, weighted) -> str:
     return names[rng.choice(len(names), p=p / p.sum())]
 
 
-def _size(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[int, int]:
+def draw_size(cfg: SyntheticConfig, rng: np.random.Generator) -> tuple[int, int]:
+    """(width, height) of a picture, drawn as the dataset draws its images' sizes."""
     u = rng.random()
     if u < cfg.small_rate:
         lo, hi = cfg.min_side, SMALL_MAX
@@ -339,13 +340,13 @@ def make_sample(index: int, cfg: SyntheticConfig) -> dict:
     meta_rng, draw_rng, mos_rng = (np.random.default_rng(s) for s in
                                    np.random.SeedSequence([cfg.seed, index]).spawn(3))
     gen, f_mis, f_qual = cfg.generators[meta_rng.integers(len(cfg.generators))]
-    size = _size(cfg, meta_rng)
+    size = draw_size(cfg, meta_rng)
     prompt, attrs = make_prompt(meta_rng)
     drawn, defects = attrs, []
     mos = cfg.base_mos
     if meta_rng.random() < min(1.0, cfg.misalign_rate * f_mis):
         kind = _pick(meta_rng, cfg.misalign_kinds)
-        drawn = _alter(attrs, kind, meta_rng)
+        drawn = alter_attrs(attrs, kind, meta_rng)
         defects.append(f"wrong_{kind}:{drawn[kind]}")
         mos -= cfg.misalign_penalty
     quality = None

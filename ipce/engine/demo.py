@@ -29,18 +29,20 @@ FRESH = {"full": 200, "quick": 40}  # images of a second generated set (seed 1),
 PRETRAIN_VERSION = 4  # part of the cache key of the pretrained weights: bump when pretraining changes
 
 
-def pretrained_tiny(out: Path, recipe: dict, precision: str) -> Path:
-    """The tiny CLIP after the pretraining stand-in, as a weight file (cached by its config)."""
+def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu") -> Path:
+    """The tiny CLIP after the pretraining stand-in, as a weight file (cached by its config; the device is
+    part of the key only when it is not the CPU, so the CPU's cached files stay valid)."""
     import torch
 
     from ipce.engine.pretrain import PretrainConfig, pretrain
     from ipce.models.backbone import load_backbone
+    from ipce.models.checkpoint import save_checkpoint
     from ipce.models.correspondence import CorrespondenceScorer
-    from ipce.utils.checkpoint import save_checkpoint
 
     config = PretrainConfig(steps=recipe["pretrain_steps"], seed=0)
     key = hashlib.sha256(json.dumps({**config.to_dict(), "precision": precision, "backbone": recipe["backbone"],
-                                     "channels_last": recipe["channels_last"], "version": PRETRAIN_VERSION},
+                                     "channels_last": recipe["channels_last"], "version": PRETRAIN_VERSION,
+                                     **({"device": device.split(":")[0]} if device != "cpu" else {})},
                                     sort_keys=True).encode())
     path = out / "pretrained" / f"{recipe['backbone']}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():
@@ -50,13 +52,14 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str) -> Path:
     torch.manual_seed(config.seed)
     clip, model_config, _ = load_backbone(recipe["backbone"])
     model = CorrespondenceScorer(clip)
-    history = pretrain(model, config, precision, channels_last=recipe["channels_last"])
+    history = pretrain(model, config, precision, device=device, channels_last=recipe["channels_last"])
     save_checkpoint(path, model, {"model_config": model_config, "backbone": recipe["backbone"],
                                   "pretrain": config.to_dict(), "history": history})
     return path
 
 
-def demo_config(out: Path, recipe: dict, annotations: Path, weights: Path, workers: int, precision: str):
+def demo_config(out: Path, recipe: dict, annotations: Path, weights: Path, workers: int, precision: str,
+                device: str = "cpu", progress: bool = True):
     from ipce.config import make_config
 
     return make_config(
@@ -64,6 +67,7 @@ def demo_config(out: Path, recipe: dict, annotations: Path, weights: Path, worke
         backbone=recipe["backbone"], weights=str(weights), epochs=recipe["epochs"], lr=recipe["lr"], batch_size=recipe["batch_size"],
         train_patches=recipe["train_patches"], eval_patches=recipe["eval_patches"], resize=recipe["resize"],
         precision=precision, channels_last=recipe["channels_last"], workers=workers, splits=[1], out=str(out / "run"), seed=0,
+        device=device, progress=progress,
     )
 
 
@@ -140,27 +144,33 @@ class DemoResult:
     pairs: list[dict]   # the held-out images scored against their own and a mismatched prompt (`pair_table`)
 
 
-def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2, precision: str = "bf16") -> DemoResult:
-    """Generate, pretrain, fine-tune on split 1 and analyse the best checkpoint, under `out`."""
+def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2, precision: str = "bf16",
+             device: str = "auto", progress: bool = True) -> DemoResult:
+    """Generate, pretrain, fine-tune on split 1 and analyse the best checkpoint, under `out`, on `device`
+    (auto: cuda when available, else cpu); `progress=False`: no progress bars."""
     import torch
 
     from ipce.api import load_scorer
     from ipce.datasets.synthetic import SyntheticConfig, generate
     from ipce.engine.train import run
 
+    from ipce.utils.device import resolve_device
+
     started = time.perf_counter()
+    device = resolve_device(device)
     out = Path(out)
     recipe = QUICK if quick else FULL
     torch.manual_seed(0)
     data_dir = out / ("data-quick" if quick else "data")
     print(f"ipce demo: generating {recipe['n']} synthetic AIGC images in {data_dir} (cached)")
-    annotations = generate(data_dir, SyntheticConfig(n=recipe["n"], seed=0), workers=workers)
-    weights = pretrained_tiny(out, recipe, precision)
-    config = demo_config(out, recipe, annotations, weights, workers, precision)
+    annotations = generate(data_dir, SyntheticConfig(n=recipe["n"], seed=0), workers=workers, progress=progress)
+    weights = pretrained_tiny(out, recipe, precision, device)
+    config = demo_config(out, recipe, annotations, weights, workers, precision, device, progress)
     summary = run(config)
     run_dir = Path(config.out)
     best = summary["splits"][0]
-    scorer = load_scorer(run_dir / "split1" / "best.safetensors", channels_last=recipe["channels_last"])
+    scorer = load_scorer(run_dir / "split1" / "best.safetensors", device=device,
+                         channels_last=recipe["channels_last"])
     accuracy, per_kind, rows = pair_table(scorer, run_dir, annotations)
     fresh = fresh_metrics(scorer, out, FRESH["quick" if quick else "full"], workers)
     seconds = time.perf_counter() - started

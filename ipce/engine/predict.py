@@ -3,7 +3,7 @@ loaders (one per distinct view config of the scorer's models) that skips unreada
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ipce.errors import DataError, IpceError
@@ -25,6 +25,13 @@ def folder_records(folder: str | Path, prompt: str):
         raise IpceError(f"{folder}: no image files ({', '.join(s[1:] for s in FOLDER_SUFFIXES)}) in --images")
     return [Record(image=Path(os.path.abspath(p)), prompt=prompt, target=None, name=p.name,
                    generator=generator_of(p.name)) for p in files]
+
+
+def unlisted_images(folder: str | Path, records) -> list[Path]:
+    """The image files directly in `folder` that no record names (a prompts file that misses some)."""
+    listed = {os.path.normcase(str(r.image)) for r in records}
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir())
+    return [p for p in files if os.path.normcase(os.path.abspath(p)) not in listed]
 
 
 def check_generators(scorer, records) -> None:
@@ -56,7 +63,7 @@ class Prediction:
 
 class _AlignedLoaders:
     """Iterates loaders over the same records in the same order (one per view config) and
-    hands back the first loader's batch with `.views = {config: (crops, glob)}`."""
+    hands back a copy of the first loader's batch with `views = {config: (crops, global_view)}`."""
 
     def __init__(self, loaders, configs):
         self.loaders, self.configs = loaders, configs
@@ -67,9 +74,7 @@ class _AlignedLoaders:
 
     def __iter__(self):
         for batches in zip(*self.loaders):
-            first = batches[0]
-            first.views = {cfg: (b.crops, b.glob) for cfg, b in zip(self.configs, batches)}
-            yield first
+            yield replace(batches[0], views={cfg: (b.crops, b.global_view) for cfg, b in zip(self.configs, batches)})
 
 
 def predict_records(scorer, records, batch_size: int = 16, workers: int = 2, progress: bool = True) -> Prediction:

@@ -66,13 +66,13 @@ def render_pool(count: int, size: int, rng: np.random.Generator, degrade_rate: f
     Drawn at the sizes the synthetic dataset draws, some blurred, noisy, JPEG-compressed or
     flat (a random defect and severity, recorded as ``attrs[i]["look"]``), then squeezed to
     size x size exactly as the scorer's global view is (bilinear, no antialiasing)."""
-    from ipce.datasets.synthetic import QUALITY_KINDS, SyntheticConfig, _size, degrade, make_prompt, render
+    from ipce.datasets.synthetic import QUALITY_KINDS, SyntheticConfig, degrade, draw_size, make_prompt, render
 
     sizes = SyntheticConfig()
     pictures, attrs = torch.empty((count, 3, size, size), dtype=torch.uint8), []
     for i in range(count):
         _, drawn = make_prompt(rng)
-        picture = render(drawn, _size(sizes, rng), rng)
+        picture = render(drawn, draw_size(sizes, rng), rng)
         drawn = {**drawn, "look": None}
         if rng.random() < degrade_rate:
             kind, severity = QUALITY_KINDS[rng.integers(len(QUALITY_KINDS))], float(rng.random())
@@ -153,7 +153,7 @@ def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random
                quality_captions: bool = True, group: int = 1) -> Batch:
     """A batch from the pool: normalized pictures, their captions and prompts and, for each, a
     prompt that differs in one attribute (colour, shape, count or background; drawn afresh)."""
-    from ipce.datasets.synthetic import MISALIGN_KINDS, _alter, prompt_text
+    from ipce.datasets.synthetic import MISALIGN_KINDS, alter_attrs, prompt_text
     from ipce.datasets.views import normalize_pixels
 
     chosen = draw_pictures(attrs, batch, rng, group)
@@ -162,7 +162,7 @@ def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random
         pictures=normalize_pixels(pool[torch.from_numpy(chosen)]),
         captions=[caption(attrs[i], quality_captions) for i in chosen],
         prompts=[prompt_text(attrs[i]) for i in chosen],
-        altered=[prompt_text(_alter(attrs[i], MISALIGN_KINDS[k], rng)) for i, k in zip(chosen, kinds)],
+        altered=[prompt_text(alter_attrs(attrs[i], MISALIGN_KINDS[k], rng)) for i, k in zip(chosen, kinds)],
         looks=torch.tensor([look_index(attrs[i].get("look")) for i in chosen]),
     )
 
@@ -240,7 +240,7 @@ def pretrain_step(model: CorrespondenceScorer, optimizer: torch.optim.Optimizer,
                   rng: np.random.Generator, config: PretrainConfig, precision: str, device: torch.device) -> dict:
     """One step at the optimizer's current rate: a batch drawn from the pool, its losses
     (`pretrain_loss`), backward, update. Returns the losses' parts."""
-    from ipce.api import autocast
+    from ipce.utils.precision import autocast
 
     batch = draw_batch(pool, attrs, config.batch, rng, config.quality_captions, config.group)
     memory_format = torch.channels_last if model.channels_last else torch.contiguous_format
@@ -256,8 +256,8 @@ def pretrain_step(model: CorrespondenceScorer, optimizer: torch.optim.Optimizer,
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
              device: torch.device | str = "cpu", log=print, channels_last: bool = False) -> list[dict]:
     """Pretrain `model` in place (AdamW at pretrain_lr's rates); returns the losses every 50 steps.
-    `channels_last`: ipce.utils.speed.use_channels_last, kept on the returned model."""
-    from ipce.utils.speed import use_channels_last
+    `channels_last`: ipce.models.speed.use_channels_last, kept on the returned model."""
+    from ipce.models.speed import use_channels_last
 
     device = torch.device(device)
     model.to(device).train()

@@ -18,7 +18,7 @@ README_NAME = "readme.txt"
 ZIP_NAME = "submission.zip"
 
 # open_clip vision towers (width, layers, patch size, image size) -> backbone name, to name
-# checkpoints whose metadata only says "inferred" (the seed's files).
+# checkpoints whose metadata only says "inferred" (the original code's files).
 _KNOWN_TOWERS = {
     (768, 12, 32, 224): "ViT-B/32",
     (768, 12, 16, 224): "ViT-B/16",

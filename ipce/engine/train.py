@@ -1,12 +1,13 @@
 """Training, split by split: set-up, loop, evaluation, checkpoints, resume, DDP, report.
 
 Read top to bottom: `run` prepares data and splits and calls `train_split` for each split;
-`train_split` is the loop (AdamW, the seed's cosine schedule, L1 loss, autocast, accumulation),
+`train_split` is the loop (AdamW, the original code's cosine schedule, L1 loss, autocast, accumulation),
 evaluates the held-out part after every epoch, keeps the best epoch as an ipce checkpoint
 and the last epoch as a resumable state.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -18,24 +19,25 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ipce.api import autocast
 from ipce.config import TrainConfig
 from ipce.datasets.loader import ViewDataset, make_loader
 from ipce.datasets.views import ViewConfig
 from ipce.engine.evaluate import metrics_of, predict_loader
 from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
+from ipce.models.checkpoint import save_checkpoint
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
-from ipce.utils.checkpoint import save_checkpoint
+from ipce.models.speed import apply_speed_options
 from ipce.utils.io import save_torch, write_csv, write_text
-from ipce.utils.speed import apply_speed_options
+from ipce.utils.metrics import with_current_names
+from ipce.utils.precision import autocast
 
 
 # ---------------------------------------------------------------------------- schedule
 def schedule_positions(epochs: int, t_max: int) -> list[int]:
     """Cosine positions used per epoch: t advances by one per epoch, and a position whose
-    rate would be exactly 0 (t = t_max, 3 t_max, ...) is skipped, as the seed did."""
+    rate would be exactly 0 (t = t_max, 3 t_max, ...) is skipped, as the original code did."""
     positions, t = [], 0
     for _ in range(epochs):
         while t % (2 * t_max) == t_max:
@@ -56,11 +58,11 @@ def dist_info() -> tuple[int, int, int]:
 
 
 def setup_distributed(config: TrainConfig) -> torch.device:
+    from ipce.utils.device import resolve_device
+
     rank, world, local = dist_info()
-    device = torch.device(config.device)
+    device = torch.device(resolve_device(config.device))  # auto: cuda when available, else cpu
     if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise IpceError("--device cuda: no CUDA device is available here; use --device cpu")
         device = torch.device("cuda", local if world > 1 else (device.index or 0))
         torch.cuda.set_device(device)
     if world > 1 and not dist.is_initialized():
@@ -127,8 +129,9 @@ def suggested_range(low: float, high: float) -> str:
 
 
 def preflight(config: TrainConfig):
-    """The annotations, or one error listing every missing input (dataset, weights) with where to get it."""
-    problems, found = [], None
+    """(the annotations, the weight file: --weights, else the file found for a named backbone, None for
+    random weights), or one error listing every missing input (dataset, weights) with where to get it."""
+    problems, found, weights = [], None, config.weights
     try:
         found = read_annotations(config)
     except DataError as err:
@@ -140,12 +143,12 @@ def preflight(config: TrainConfig):
                 if not Path(config.weights).is_file():
                     raise WeightsError(f"{config.weights}: no such weight file (--weights)")
             else:
-                config.weights = str(find_weights(config.backbone))
+                weights = str(find_weights(config.backbone))
         except WeightsError as err:
             problems.append(str(err))
     if problems:
         raise IpceError("\n".join(problems))
-    return found
+    return found, weights
 
 
 def check_files(config: TrainConfig, found):
@@ -156,7 +159,7 @@ def check_files(config: TrainConfig, found):
     if is_main():
         for warning in found.warnings:
             print(f"warning: {warning.message}")
-    report = check_annotations(found, workers=max(config.workers, 1), progress=is_main())
+    report = check_annotations(found, workers=max(config.workers, 1), progress=is_main() and config.progress)
     if report.ok:
         return found.records
     if not config.skip_bad:
@@ -191,19 +194,19 @@ def make_splits(config: TrainConfig, records):
 
 
 # ---------------------------------------------------------------------------- model
-def build_model(config: TrainConfig, device: torch.device) -> CorrespondenceScorer:
+def build_model(config: TrainConfig, device: torch.device) -> tuple[CorrespondenceScorer, dict]:
+    """(the scorer around the run's backbone, the backbone's open_clip config)."""
     clip, model_config, _ = load_backbone(config.backbone, config.weights)
-    clip.model_config = model_config
     model = CorrespondenceScorer(clip).to(device)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
-    return model
+    return model, model_config
 
 
-def checkpoint_meta(config: TrainConfig, model: CorrespondenceScorer, metrics: dict, epoch: int) -> dict:
+def checkpoint_meta(config: TrainConfig, model_config: dict, metrics: dict, epoch: int) -> dict:
     return {
         "backbone": config.backbone,
-        "model_config": model.clip.model_config,
+        "model_config": model_config,
         "quick_gelu": True,
         "resize": config.resize,
         "patches": config.eval_patches,
@@ -237,9 +240,10 @@ def evaluate_model(model, records, config: TrainConfig, device, desc: str):
 
     def score(b):
         with autocast(device, config.precision):
-            return net(b.crops.to(device, non_blocking=True), b.glob.to(device, non_blocking=True), b.prompts)
+            return net(b.crops.to(device, non_blocking=True), b.global_view.to(device, non_blocking=True),
+                       b.prompts)
 
-    indices, preds, _, _ = predict_loader(score, loader, desc=desc, progress=is_main())
+    indices, preds, _, _ = predict_loader(score, loader, desc=desc, progress=is_main() and config.progress)
     merged = {}
     for part_idx, part_pred in gather((indices.tolist(), preds.tolist())):
         merged.update(zip(part_idx, part_pred))  # the sampler pads with repeats: keep each index once
@@ -260,18 +264,20 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
     state_path, best_path = split_dir / "last.pt", split_dir / "best.safetensors"
     torch.manual_seed(config.seed + k)
     scale = scale_of(config.mos_range)
-    model = build_model(config, device)
+    model, model_config = build_model(config, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    history, best, start_epoch = [], {"main": -math.inf}, 0
+    history, best, start_epoch = [], {"srcc_plcc_mean": -math.inf}, 0
 
     if config.resume and state_path.is_file():
         state = torch.load(state_path, map_location="cpu", weights_only=True)
         model.clip.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
+        # a state written before the metric's rename holds "main": read under the current name
+        history = [with_current_names(h) for h in state["history"]]
+        best, start_epoch = with_current_names(state["best"]), state["epoch"] + 1
         torch.set_rng_state(state["torch_rng"])
         if is_main():
             print(f"split {k}: resuming after epoch {start_epoch} from {state_path}")
@@ -305,13 +311,14 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
         model.train()
         loss_sum, seen, started = 0.0, 0, time.perf_counter()
         bar = tqdm(total=len(train_set), desc=f"split {k} epoch {epoch + 1}/{config.epochs}", unit="img",
-                   disable=not is_main(), dynamic_ncols=True, leave=False)
+                   disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
         optimizer.zero_grad(set_to_none=True)
         for step, batch in enumerate(loader):
-            crops, glob = batch.crops.to(device, non_blocking=True), batch.glob.to(device, non_blocking=True)
+            crops = batch.crops.to(device, non_blocking=True)
+            global_view = batch.global_view.to(device, non_blocking=True)
             targets = batch.targets.to(device)
             with autocast(device, config.precision):
-                scores = net(crops, glob, batch.prompts)
+                scores = net(crops, global_view, batch.prompts)
             loss = F.l1_loss(scores.float(), scale.to_model(targets))  # the model answers on 0..5
             scaler.scale(loss / config.accumulate).backward()
             if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
@@ -330,15 +337,15 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
         record = {"epoch": epoch + 1, "lr": lrs[epoch], "train_loss": train_loss,
                   "train_images_per_s": len(train_set) / train_seconds, **metrics}
         history.append(record)
-        improved = metrics["main"] > best["main"] or not math.isfinite(best["main"])
+        improved = metrics["srcc_plcc_mean"] > best["srcc_plcc_mean"] or not math.isfinite(best["srcc_plcc_mean"])
         if is_main():
             if improved:
                 best = dict(record)
-                save_checkpoint(best_path, model, checkpoint_meta(config, model, metrics, epoch + 1))
+                save_checkpoint(best_path, model, checkpoint_meta(config, model_config, metrics, epoch + 1))
                 write_predictions(split_dir / "val_predictions.csv", val_records, order, pred)
             write_text(split_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
             if writer is not None:
-                for key in ("train_loss", "srcc", "plcc", "main", "lr"):
+                for key in ("train_loss", "srcc", "plcc", "srcc_plcc_mean", "lr"):
                     writer.add_scalar(key, record[key], epoch + 1)
             save_torch(state_path, {"model": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
                                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
@@ -351,13 +358,13 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
 
     result = {"split": k, **best}
     if split.test and len(split.test):
-        from ipce.utils.checkpoint import load_checkpoint
+        from ipce.models.checkpoint import load_checkpoint
 
         best_model, _ = load_checkpoint(best_path, device)
         apply_speed_options(best_model, compile=config.compile, channels_last=config.channels_last)
         test_records = [records[i] for i in split.test]
         order, pred, test_metrics = evaluate_model(best_model, test_records, config, device, desc=f"split {k} test")
-        result = {"split": k, "epoch": best["epoch"], "val_main": best["main"], **test_metrics}
+        result = {"split": k, "epoch": best["epoch"], "val_srcc_plcc_mean": best["srcc_plcc_mean"], **test_metrics}
         if is_main():
             write_predictions(split_dir / "test_predictions.csv", test_records, order, pred)
     if is_main():
@@ -394,7 +401,9 @@ def run(config: TrainConfig) -> dict:
         saved = out / "config.json"
         if not saved.is_file():
             raise IpceError(f"--resume: {saved} not found; pass --out with the folder of the run to resume")
-    found = preflight(config)
+    found, weights = preflight(config)
+    # the resolved weight file, as config.json and the checkpoints record it; the caller's config is left as given
+    config = dataclasses.replace(config, weights=weights)
     check_score_scale(config, found.records)
     records = check_files(config, found)
     splits, split_checks = make_splits(config, records)
@@ -414,7 +423,7 @@ def run(config: TrainConfig) -> dict:
         split_dir = out / f"split{k}"
         done = split_dir / "result.json"
         if config.resume and done.is_file():
-            results.append(json.loads(done.read_text()))
+            results.append(with_current_names(json.loads(done.read_text())))  # "main" of older runs
             continue
         results.append(train_split(config, records, splits[k], k, split_dir, device))
     summary = {}
@@ -436,7 +445,7 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
 
     target = config.target or _default_target(config)
     paper = PAPER_RESULTS.get((config.preset, target)) or PAPER_RESULTS.get((config.dataset or "", target))
-    keys = [k for k in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "main")]
+    keys = [k for k in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")]
     stats = summarize([{k: r.get(k) for k in keys} for r in results], keys=keys)
     table = split_table(results, stats, paper=paper)
     if config.protocol == "paper" and not config.splits_dir:

@@ -9,6 +9,7 @@ read with ``weights_only=True``.
 from __future__ import annotations
 
 import copy
+import pickle
 import zipfile
 from pathlib import Path
 
@@ -107,6 +108,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except WeightsError:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to read is the user's file, said in one line
+        if isinstance(err, pickle.UnpicklingError):  # torch's text advises weights_only=False: never do that here
+            raise WeightsError(
+                f"{path}: not a checkpoint ipce can load safely: the file holds Python objects besides tensors, "
+                "and ipce never unpickles those (they could run code); save the weights alone "
+                "(torch.save(model.state_dict(), FILE)) or as .safetensors") from None
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise WeightsError(
             f"{path}: cannot read weights safely ({type(err).__name__}: {first[:200]}); "

@@ -155,8 +155,8 @@ class CorrespondenceScorer(nn.Module):
         self.image_chunk: int | None = 32
         self.overlap_text = True
         self.text_autocast = True  # False: texts in fp32 even under autocast (no gradients only)
-        self.channels_last = False  # set by ipce.utils.speed.use_channels_last
-        self._text_cache: dict = {}  # prompt (fp32) or (autocast dtype, prompt) -> features
+        self.channels_last = False  # set by ipce.models.speed.use_channels_last
+        self.text_cache: dict = {}  # prompt (fp32) or (autocast dtype, prompt) -> features
 
     # -- text ----------------------------------------------------------------------------
     def tokenize(self, prompts: list[str]) -> torch.Tensor:
@@ -209,24 +209,24 @@ class CorrespondenceScorer(nn.Module):
         with torch.autocast(device_type, enabled=False) if not self.text_autocast else contextlib.nullcontext():
             if not (self.cache_texts and not self.training):
                 return self.encode_prompts(prompts, cut_padding)
-            missing = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts) if k not in self._text_cache))
+            missing = list(dict.fromkeys((k, p) for k, p in zip(keys, prompts) if k not in self.text_cache))
             if missing:
                 for (key, _), feat in zip(missing, self.encode_prompts([p for _, p in missing], cut_padding)):
-                    self._text_cache[key] = feat
-        return torch.stack([self._text_cache[k] for k in keys])
+                    self.text_cache[key] = feat
+        return torch.stack([self.text_cache[k] for k in keys])
 
     def train(self, mode: bool = True):
-        self._text_cache.clear()
+        self.text_cache.clear()
         return super().train(mode)
 
     # -- images --------------------------------------------------------------------------
-    def image_features(self, crops: torch.Tensor, glob: torch.Tensor) -> torch.Tensor:
+    def image_features(self, crops: torch.Tensor, global_view: torch.Tensor) -> torch.Tensor:
         """Normalized features [B, P+1, D]: the P crops then the global view, encoded together
         (in calls of at most `image_chunk` views when no gradients are needed)."""
         batch, patches = crops.shape[:2]
         # views cast to the image tower's dtype, so a tower cast to bfloat16 still takes fp32 views
         dtype = self.clip.visual.conv1.weight.dtype
-        views = torch.cat([crops.to(dtype), glob[:, None].to(dtype)], dim=1).flatten(0, 1)
+        views = torch.cat([crops.to(dtype), global_view[:, None].to(dtype)], dim=1).flatten(0, 1)
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         chunk = self.image_chunk
@@ -252,14 +252,14 @@ class CorrespondenceScorer(nn.Module):
             q_glob = logits[:, -1].softmax(dim=-1)
             return (q_patch + q_glob) / 2
 
-    def forward(self, crops: torch.Tensor, glob: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+    def forward(self, crops: torch.Tensor, global_view: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Scores [B] on 0..5 for crops [B, P, 3, 224, 224], global views [B, 3, 224, 224]."""
         if self.overlap_text and not torch.is_grad_enabled():
             texts = self._text_features_in_background(prompts)
-            image_feats = self.image_features(crops, glob)
+            image_feats = self.image_features(crops, global_view)
             text_feats = texts.result()
         else:
-            image_feats, text_feats = self.image_features(crops, glob), self.text_features(prompts)
+            image_feats, text_feats = self.image_features(crops, global_view), self.text_features(prompts)
         return score_from_probs(self.level_probs(image_feats, text_feats))
 
     def _text_features_in_background(self, prompts: list[str]) -> Future:

@@ -18,7 +18,7 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def seed_transform(resize: int):
+def original_transform(resize: int):
     def adaptive(img: Image.Image) -> Image.Image:
         w, h = img.size
         if h < resize or w < resize:
@@ -36,36 +36,36 @@ def all_windows(img: torch.Tensor) -> torch.Tensor:
     return windows.permute(1, 2, 0, 3, 4).reshape(-1, 3, 224, 224).clone()
 
 
-def seed_views(img: Image.Image, resize: int, patches: int) -> tuple[torch.Tensor, torch.Tensor]:
-    tensor = seed_transform(resize)(img.convert("RGB"))
+def original_views(img: Image.Image, resize: int, patches: int) -> tuple[torch.Tensor, torch.Tensor]:
+    tensor = original_transform(resize)(img.convert("RGB"))
     windows = all_windows(tensor)
     step = windows.shape[0] // patches
     crops = windows[[step * i for i in range(patches)]]
-    glob = F.interpolate(tensor[None], size=(224, 224), mode="bilinear", align_corners=False)[0]
-    return crops, glob
+    global_view = F.interpolate(tensor[None], size=(224, 224), mode="bilinear", align_corners=False)[0]
+    return crops, global_view
 
 
 @torch.no_grad()
-def seed_scores(clip, images: list[Image.Image], prompts: list[str], resize: int = 512,
+def original_scores(clip, images: list[Image.Image], prompts: list[str], resize: int = 512,
                 patches: int = 15) -> torch.Tensor:
     """Scores of a batch, computed the original code's way (full batch similarity, diagonal blocks)."""
     import open_clip
 
     tokenizer = open_clip.tokenizer.SimpleTokenizer()
-    views = [seed_views(im, resize, patches) for im in images]
+    views = [original_views(im, resize, patches) for im in images]
     batch, levels = len(images), len(LEVELS)
     texts = [TEMPLATE.format(level=lv, prompt=p) for p in prompts for lv in LEVELS]
     text_feats = F.normalize(clip.encode_text(tokenizer(texts)), dim=-1)  # [B*5, D]
     crops = torch.cat([c for c, _ in views])  # [B*P, 3, 224, 224]
-    globs = torch.stack([g for _, g in views])  # [B, 3, 224, 224]
+    global_views = torch.stack([g for _, g in views])  # [B, 3, 224, 224]
     scale = clip.logit_scale.exp()
     patch_logits = scale * F.normalize(clip.encode_image(crops), dim=-1) @ text_feats.T  # [B*P, B*5]
-    glob_logits = scale * F.normalize(clip.encode_image(globs), dim=-1) @ text_feats.T  # [B, B*5]
+    global_logits = scale * F.normalize(clip.encode_image(global_views), dim=-1) @ text_feats.T  # [B, B*5]
     scores = []
     for i in range(batch):
         block = patch_logits[i * patches:(i + 1) * patches, i * levels:(i + 1) * levels]
         q_patch = block.mean(0).softmax(-1)
-        q_glob = glob_logits[i, i * levels:(i + 1) * levels].softmax(-1)
+        q_glob = global_logits[i, i * levels:(i + 1) * levels].softmax(-1)
         q = (q_patch + q_glob) / 2
         expected = sum((k + 1) * q[k] for k in range(levels))
         scores.append((expected - 1) / 4 * 5)

@@ -4,8 +4,9 @@
   ``krcc`` Kendall's tau-b, ``rmse`` root mean squared error (all on raw scores).
 * ``plcc_logistic`` / ``rmse_logistic``: the same after mapping the predictions
   through the VQEG 4-parameter logistic fitted to the MOS (``fit_logistic``).
-* ``main = (srcc + plcc) / 2`` with the *plain* PLCC, as Peng et al. (CVPRW 2024)
-  report and as the trainer selects epochs.
+* ``srcc_plcc_mean = (srcc + plcc) / 2`` with the *plain* PLCC, as Peng et al. (CVPRW 2024)
+  report and as the trainer selects epochs (files written before its rename call it ``main``:
+  ``with_current_names``).
 
 NaN policy: a correlation that is undefined (constant predictions or constant
 MOS) is ``nan`` rather than an error, and so is every metric when a prediction is
@@ -28,6 +29,7 @@ from scipy.special import expit
 
 __all__ = [
     "METRIC_KEYS",
+    "RENAMED_KEYS",
     "LogisticFit",
     "compute_metrics",
     "fit_logistic",
@@ -37,9 +39,12 @@ __all__ = [
     "rmse",
     "srcc",
     "summarize",
+    "with_current_names",
 ]
 
-METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "main")
+METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
+# Keys of files written before the rename (metrics.jsonl, last.pt, result.json) -> their current names.
+RENAMED_KEYS = {"main": "srcc_plcc_mean", "val_main": "val_srcc_plcc_mean"}
 
 _MAXFEV = 20000
 # The linear fallback is written as a logistic whose scale is this many times the
@@ -82,28 +87,27 @@ def _constant(a: np.ndarray) -> bool:
 # --------------------------------------------------------------------------- metrics
 
 
-def srcc(pred, mos) -> float:
-    """Spearman rank correlation (ties get average ranks); ``nan`` if undefined."""
+def _correlation(test, pred, mos) -> float:
+    """`test(p, m).statistic`, or ``nan`` when a prediction is not finite or either side is constant."""
     p, m = _pair(pred, mos)
     if not np.all(np.isfinite(p)) or _constant(p) or _constant(m):
         return math.nan
-    return float(stats.spearmanr(p, m).statistic)
+    return float(test(p, m).statistic)
+
+
+def srcc(pred, mos) -> float:
+    """Spearman rank correlation (ties get average ranks); ``nan`` if undefined."""
+    return _correlation(stats.spearmanr, pred, mos)
 
 
 def plcc(pred, mos) -> float:
     """Pearson linear correlation on the raw predictions; ``nan`` if undefined."""
-    p, m = _pair(pred, mos)
-    if not np.all(np.isfinite(p)) or _constant(p) or _constant(m):
-        return math.nan
-    return float(stats.pearsonr(p, m).statistic)
+    return _correlation(stats.pearsonr, pred, mos)
 
 
 def krcc(pred, mos) -> float:
     """Kendall rank correlation, tau-b (tie-corrected); ``nan`` if undefined."""
-    p, m = _pair(pred, mos)
-    if not np.all(np.isfinite(p)) or _constant(p) or _constant(m):
-        return math.nan
-    return float(stats.kendalltau(p, m).statistic)
+    return _correlation(stats.kendalltau, pred, mos)
 
 
 def rmse(pred, mos) -> float:
@@ -262,8 +266,14 @@ def compute_metrics(pred, mos) -> dict[str, float]:
     else:
         out["plcc_logistic"] = math.nan
         out["rmse_logistic"] = math.nan
-    out["main"] = (out["srcc"] + out["plcc"]) / 2.0  # nan if either is nan
+    out["srcc_plcc_mean"] = (out["srcc"] + out["plcc"]) / 2.0  # nan if either is nan
     return {k: float(out[k]) for k in METRIC_KEYS}
+
+
+def with_current_names(record: dict) -> dict:
+    """A copy of `record` (an epoch's or a split's metrics) with the keys of older files
+    (``RENAMED_KEYS``: ``main``, ``val_main``) under their current names."""
+    return {RENAMED_KEYS.get(k, k): v for k, v in record.items()}
 
 
 def _is_number(v) -> bool:

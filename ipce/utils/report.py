@@ -53,7 +53,7 @@ def split_table(
     per_split: list[dict],
     summary: dict,
     paper: tuple[float, float] | None = None,
-    keys=("srcc", "plcc", "krcc", "rmse", "main"),
+    keys=("srcc", "plcc", "krcc", "rmse", "srcc_plcc_mean"),
 ) -> str:
     """A Markdown table of per-split metrics, their mean ± std and median (4 decimals).
 
@@ -204,11 +204,11 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     ax_cor = fig.add_subplot(1, 2, 2)
     ax_cor.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
     ax_cor.plot(epochs, plcc_, marker="s", markersize=3, label="PLCC")
-    main = (srcc_ + plcc_) / 2
-    if np.isfinite(main).any():
-        best = int(np.nanargmax(main))
+    srcc_plcc_mean = (srcc_ + plcc_) / 2
+    if np.isfinite(srcc_plcc_mean).any():
+        best = int(np.nanargmax(srcc_plcc_mean))
         ax_cor.axvline(epochs[best], color="tab:green", linestyle=":",
-                       label=f"best epoch {epochs[best]:g} (main={main[best]:.4f})")
+                       label=f"best epoch {epochs[best]:g} (srcc_plcc_mean={srcc_plcc_mean[best]:.4f})")
     ax_cor.set_xlabel("epoch")
     ax_cor.set_ylabel("correlation")
     ax_cor.set_title("SRCC & PLCC")

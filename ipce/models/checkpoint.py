@@ -2,8 +2,8 @@
 
 Ours are self-describing (backbone config, template, levels, view settings, training config,
 metrics, `mos_range`: the scale of the training scores, which the model answers on) and written
-atomically; a file without `mos_range` (older ones, the seed's) answers on the model's 0..5.
-The seed's `torch.save({'model_state_dict': ...})` files and bare CLIP weight files load too,
+atomically; a file without `mos_range` (older ones, the original code's) answers on the model's 0..5.
+The original code's `torch.save({'model_state_dict': ...})` files and bare CLIP weight files load too,
 with the architecture read off the tensor shapes.
 Nothing is ever unpickled beyond tensors (`weights_only=True`).
 """
@@ -22,8 +22,8 @@ from ipce.utils.io import atomic_file
 
 FORMAT = "ipce-checkpoint"
 VERSION = 1
-# What a checkpoint without metadata (the seed's, a bare CLIP) is evaluated with.
-SEED_DEFAULTS = {"resize": 512, "patches": 15}
+# What a checkpoint without metadata (the original code's, a bare CLIP) is evaluated with.
+ORIGINAL_DEFAULTS = {"resize": 512, "patches": 15}
 
 
 def save_checkpoint(path: str | Path, model: CorrespondenceScorer, meta: dict,
@@ -77,7 +77,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         template, levels = meta.get("template", TEMPLATE), meta.get("levels", LEVELS)
     else:
         clip, config = clip_from_state_dict(state, None, quick_gelu=True, source=path)
-        meta = {"format": "foreign", "backbone": "inferred", "model_config": config, **SEED_DEFAULTS}
+        meta = {"format": "foreign", "backbone": "inferred", "model_config": config, **ORIGINAL_DEFAULTS}
         template, levels = TEMPLATE, LEVELS
     model = CorrespondenceScorer(clip, template=template, levels=levels).to(device).eval()
     return model, meta
