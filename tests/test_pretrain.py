@@ -63,7 +63,6 @@ def test_pool_pictures_are_squeezed_as_the_global_view_is():
     assert (got - expected).abs().max() < 0.51 / 255 / 0.26
 
 
-@pytest.mark.slow
 def test_groups_share_colour_and_background():
     _, attrs = render_pool(400, 224, np.random.default_rng(0))
     chosen = draw_pictures(attrs, 16, np.random.default_rng(3), group=4)
