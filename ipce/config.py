@@ -58,6 +58,7 @@ class TrainConfig:
     workers: int = 2
     out: str | None = None
     resume: bool = False
+    keep_last: bool = False  # keep each finished split's resumable last.pt (default: removed once it finished)
     tensorboard: bool = False
     compile: bool = False  # torch.compile of both towers (ipce.models.speed)
     channels_last: bool = False  # channels-last image-tower convolutions (ipce.models.speed)

@@ -10,7 +10,7 @@ from ipce.cli import main
 from ipce.commands.demo import format_effects
 from ipce.datasets.synthetic import SyntheticConfig, is_cached
 from ipce.engine import demo, pretrain
-from ipce.engine.demo import QUICK, defect_effects, pretrained_tiny
+from ipce.engine.demo import QUICK, QUICK_NOTE, defect_effects, demo_data, pretrained_tiny
 from ipce.models.checkpoint import read_metadata
 
 
@@ -43,8 +43,14 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     pairs = (out / "pairs.md").read_text()
     assert pairs.count("\n| ") >= 3 and f"{summary['pair_accuracy']:.0%}" in pairs
     printed = capsys.readouterr().out
-    assert "pair accuracy" in printed and "mean ± std" in printed and "second generated set" in printed
+    # the metrics table (one split: its row only, no "mean ± std")
+    assert "pair accuracy" in printed and "| split" in printed and "second generated set" in printed
     assert "what each defect costs" in printed and "what each defect costs" in pairs
+    # --quick says it is a smoke test, at the start and again beside the final numbers
+    assert printed.count(QUICK_NOTE) == 2 and printed.rstrip().splitlines()[0] == QUICK_NOTE
+    assert printed.index(QUICK_NOTE, printed.index("second generated set")) > printed.index("second generated set")
+    # a first run caches nothing, and says so
+    assert "(cached)" not in printed and "data-quick (new)" in printed and "steps on rendered captioned pictures (new)" in printed
     # the caches, checked without a second demo: the generated set is the quick recipe's ...
     assert is_cached(out / "data-quick", SyntheticConfig(n=QUICK["n"], seed=0))
     assert not is_cached(out / "data-quick", SyntheticConfig(n=QUICK["n"] + 1, seed=0))
@@ -59,6 +65,7 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pretrain, "pretrain", no_training)
     precision, device = config["precision"], config["device"]
     assert pretrained_tiny(out, QUICK, precision, device=device) == pretrained[0]  # the same recipe: no training
+    assert capsys.readouterr().out.rstrip().endswith(f"{pretrained[0]} (cached)")
     # another recipe is never served these weights: other steps, another precision, a new pretraining version
     other_steps = {**QUICK, "pretrain_steps": QUICK["pretrain_steps"] + 1}
     for recipe, other_precision in [(other_steps, precision), (QUICK, "fp32" if precision != "fp32" else "bf16")]:
@@ -91,3 +98,16 @@ def test_defect_effects_show_which_defects_the_scores_ignore():
     assert effects["wrong_count"]["images"] == sum("wrong_count" in d for d in defects)
     table = format_effects(effects, 300)
     assert "| wrong shape |" in table and "+0.00 |" in table and "jpeg" not in table
+
+
+def test_demo_data_says_cached_only_when_it_was(tmp_path, capsys):
+    folder = tmp_path / "data"
+    first = demo_data(folder, 4, 0, workers=0, progress=False)
+    printed = capsys.readouterr().out
+    assert "(cached)" not in printed and printed.strip().endswith(f"{folder} (new)")
+    mtime = first.stat().st_mtime_ns
+    assert demo_data(folder, 4, 0, workers=0, progress=False) == first
+    assert capsys.readouterr().out.strip().endswith(f"{folder} (cached)")
+    assert first.stat().st_mtime_ns == mtime  # really served from the cache, not written again
+    demo_data(folder, 5, 0, workers=0, progress=False)  # another size in the same folder: new again
+    assert capsys.readouterr().out.strip().endswith(f"{folder} (new)")

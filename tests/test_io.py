@@ -109,7 +109,7 @@ def test_a_training_run_writes_every_file_readable_by_all(tmp_path, umask):
     annotations, images = brightness_dataset(tmp_path / "data", n=20)
     umask(0o022)
     out = tmp_path / "run"
-    assert main(["train", *tiny_flags(annotations, images, out, epochs=1)]) == 0
+    assert main(["train", *tiny_flags(annotations, images, out, epochs=1), "--keep-last"]) == 0
     files = [p for p in out.rglob("*") if p.is_file()]
     suffixes = {p.suffix for p in files}
     assert {".safetensors", ".csv", ".json", ".jsonl", ".png", ".pt", ".md"} <= suffixes, suffixes

@@ -27,7 +27,7 @@ def test_old_names_are_read_under_the_current_ones():
 def test_resume_from_a_state_that_says_main(tmp_path):
     annotations, images = brightness_dataset(tmp_path / "data", n=20)
     out = tmp_path / "run"
-    assert main(["train", *tiny_flags(annotations, images, out, epochs=1)]) == 0
+    assert main(["train", *tiny_flags(annotations, images, out, epochs=1), "--keep-last"]) == 0
     split = out / "split1"
     # the run as an older ipce left it after epoch 1 of 2: "main" in last.pt's history and best
     state = torch.load(split / "last.pt", map_location="cpu", weights_only=True)

@@ -148,8 +148,10 @@ def test_fit_failure_falls_back_to_line(monkeypatch):
     assert not fit.ok and "linear" in fit.fallback
     slope, intercept = np.polyfit(x, y, 1)
     np.testing.assert_allclose(fit(x), slope * x + intercept, atol=1e-6)
-    out = compute_metrics(x, y)  # still complete
-    assert out["plcc_logistic"] == pytest.approx(out["plcc"], abs=1e-9)
+    assert not fit.usable  # a fit that did not converge is no fit: its metrics are n/a
+    out = compute_metrics(x, y)  # still complete, the logistic ones NaN
+    assert math.isnan(out["plcc_logistic"]) and math.isnan(out["rmse_logistic"])
+    assert out["plcc"] == pytest.approx(np.corrcoef(x, y)[0, 1])
 
 
 def test_fit_few_samples_is_linear():
@@ -181,7 +183,7 @@ def test_constant_predictions_give_nan_not_crash():
     for k in ("srcc", "plcc", "krcc", "plcc_logistic", "srcc_plcc_mean"):
         assert math.isnan(out[k]), k
     assert out["rmse"] == pytest.approx(math.sqrt((1.5**2 + 0.5**2 + 0.5**2 + 1.5**2) / 4))
-    assert out["rmse_logistic"] == pytest.approx(float(np.std(mos)))  # best constant = mean(mos)
+    assert math.isnan(out["rmse_logistic"])  # constant predictions: no logistic fit to score
     assert all(type(v) is float for v in out.values())
 
 
@@ -191,6 +193,33 @@ def test_constant_mos_and_nan_predictions():
     assert out["rmse_logistic"] == pytest.approx(0.0)
     out = compute_metrics([1.0, float("nan"), 3.0], [1.0, 2.0, 3.0])
     assert all(math.isnan(v) for v in out.values())
+
+
+@pytest.mark.parametrize(
+    "pred",
+    [
+        np.r_[np.zeros(20), np.ones(20)],  # a step function of the images: 2 distinct predictions
+        np.full(40, 2.5),  # constant
+        np.r_[1 + 1e-3 * np.random.default_rng(4).standard_normal(20),
+              3 + 1e-3 * np.random.default_rng(5).standard_normal(20)],  # two tight clusters
+    ],
+    ids=["step", "constant", "two-clusters"],
+)
+def test_degenerate_fit_is_not_usable_and_logistic_metrics_are_nan(pred):
+    mos = np.r_[np.random.default_rng(0).uniform(0.5, 2, 20), np.random.default_rng(1).uniform(3, 4.5, 20)]
+    fit = fit_logistic(pred, mos)
+    assert not fit.usable and not fit.ok, fit
+    out = compute_metrics(pred, mos)
+    assert math.isnan(out["plcc_logistic"]) and math.isnan(out["rmse_logistic"])
+    if np.ptp(pred) > 0:  # the plain metrics are still there
+        assert out["plcc"] > 0.9 and math.isfinite(out["rmse"])
+
+
+def test_a_good_fit_is_usable_and_unchanged():
+    x, y = _logistic_data((4.5, 0.5, 2.5, 0.6))
+    fit = fit_logistic(x, y)
+    assert fit.usable and fit.ok
+    assert math.isfinite(compute_metrics(x, y)["plcc_logistic"])
 
 
 def test_two_samples_work():

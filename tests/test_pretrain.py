@@ -128,6 +128,21 @@ def test_pretraining_channels_last_follows_the_same_path():
         assert abs(runs[0][key] - runs[1][key]) < 1e-3, key  # fp32 rounding at logit scale 14
 
 
+def test_pretraining_progress_bar_leaves_the_weights_bit_identical(capsys):
+    """The bar (rate, ETA) only watches: with it on or off the same steps give the same bits."""
+    config = PretrainConfig(steps=2, batch=8, pool=16, seed=0)
+    weights, bars = [], []
+    for progress in (False, True):
+        model = make_tiny_scorer(seed=0)
+        pretrain(model, config, log=lambda _: None, progress=progress)
+        weights.append(model.state_dict())
+        bars.append(capsys.readouterr().err)
+    assert "pretraining" not in bars[0] and "2/2" in bars[1] and ("step/s" in bars[1] or "s/step" in bars[1])
+    assert weights[0].keys() == weights[1].keys()
+    for key, value in weights[0].items():
+        assert torch.equal(value, weights[1][key]), key
+
+
 def test_tiny_backbone_loads_pretrained_weights(tmp_path):
     model = make_tiny_scorer(seed=3)
     _, config, _ = load_backbone("tiny")

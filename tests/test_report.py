@@ -13,6 +13,7 @@ from ipce.utils.metrics import logistic4, summarize
 from ipce.utils.report import (
     PAPER_LABEL,
     PAPER_RESULTS,
+    draw_scatter,
     plot_learning_curves,
     plot_scatter,
     split_table,
@@ -114,7 +115,7 @@ def test_split_table_without_paper_epoch_or_split_numbers():
     rows = _rows(split_table(per, summarize(per), keys=("srcc", "plcc")))
     assert rows[0] == ["split", "srcc", "plcc"]
     assert [r[0] for r in rows[2:]] == ["1", "2", "3", "mean ± std", "median"]
-    assert rows[3][1] == "nan"
+    assert rows[3][1] == "n/a"
     assert rows[5][1] == "0.8300 ± 0.0283 (n=2)"  # NaN skipped, and said so
     assert not any(PAPER_LABEL in r[0] for r in rows)
 
@@ -142,6 +143,61 @@ def test_plot_scatter_degenerate_does_not_crash(tmp_path):
     plot_scatter([2.0] * 10, np.linspace(0, 5, 10), target)
     with Image.open(target) as im:
         assert im.size == (720, 600)
+
+
+def _axes():
+    from matplotlib.figure import Figure
+
+    return Figure().add_subplot(1, 1, 1)
+
+
+def test_scatter_draws_a_good_fit():
+    ax = _axes()
+    assert draw_scatter(ax, *_scatter_data()) is True
+    assert len(ax.lines) == 1 and "4-parameter logistic" in ax.lines[0].get_label()
+
+
+@pytest.mark.parametrize("pred", [np.r_[np.zeros(30), np.ones(30)], np.full(60, 2.0),
+                                  np.r_[np.full(30, 1.0), np.full(30, 3.0)] + 1e-3 * np.sin(np.arange(60))],
+                         ids=["step", "constant", "two-clusters"])
+def test_scatter_does_not_draw_a_failed_fit_and_says_so(tmp_path, pred):
+    mos = np.r_[np.random.default_rng(0).uniform(0.5, 2, 30), np.random.default_rng(1).uniform(3, 4.5, 30)]
+    ax = _axes()
+    assert draw_scatter(ax, pred, mos, title="split 1") is False
+    assert len(ax.lines) == 0  # no curve on the axes
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "logistic fit did not converge" in legend and "n/a" in legend
+    assert "logistic fit did not converge" in ax.get_title() and "split 1" in ax.get_title()
+    plot_scatter(pred, mos, tmp_path / "failed.png")  # and the PNG is still written
+    assert (tmp_path / "failed.png").stat().st_size > 1000
+
+
+def test_one_split_table_has_no_spread_rows():
+    one = SPLITS[:1]
+    table = split_table(one, summarize(one), paper=PAPER_RESULTS[("agiqa3k", "quality")])
+    assert "±" not in table and "median" not in table
+    rows = _rows(table)
+    assert rows[2] == ["1", "7", "0.8100", "0.8400", "0.6200", "0.5000", "0.8250"]
+    assert rows[3][0] == PAPER_LABEL and len(rows) == 4
+
+
+def test_nan_metrics_print_as_n_a():
+    per = [dict(SPLITS[0], plcc_logistic=float("nan")), dict(SPLITS[1], plcc_logistic=float("nan"))]
+    rows = _rows(split_table(per, summarize(per), keys=("srcc", "plcc_logistic")))
+    assert [r[3] for r in rows[2:]] == ["n/a", "n/a", "n/a ± n/a (n=0)", "n/a"]
+
+
+def test_summary_title_names_the_dataset_or_the_annotation_file(tmp_path, capsys):
+    from ipce.config import make_config
+    from ipce.engine.train import write_summary
+
+    write_summary(tmp_path, make_config("agiqa3k"), SPLITS)
+    assert (tmp_path / "summary.md").read_text().splitlines()[0] == "# AGIQA-3K (quality)"
+    write_summary(tmp_path, make_config("agiqa3k", target="alignment"), SPLITS)
+    assert (tmp_path / "summary.md").read_text().splitlines()[0] == "# AGIQA-3K (alignment)"
+    custom = make_config(annotations=str(tmp_path / "my.csv"), images=str(tmp_path))
+    write_summary(tmp_path, custom, SPLITS)
+    assert (tmp_path / "summary.md").read_text().splitlines()[0] == "# my.csv (mos)"
 
 
 def test_plot_learning_curves_png(tmp_path):

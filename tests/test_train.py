@@ -47,7 +47,8 @@ def test_training_learns_and_writes_the_run(tmp_path):
     assert best["srcc_plcc_mean"] == max(h["srcc_plcc_mean"] for h in history)
     table = (out / "summary.md").read_text().splitlines()
     assert len([line for line in table if line.startswith("| 1 ")]) == 1
-    assert any(line.startswith("| mean ± std") for line in table)
+    assert not any("±" in line for line in table)  # one split: its values, no spread rows
+    assert table[0] == "# annotations.csv (mos)"
     assert (split / "scatter.png").stat().st_size > 1000 and (split / "learning_curves.png").stat().st_size > 1000
     config = json.loads((out / "config.json").read_text())
     assert config["epochs"] == 2 and config["backbone"] == "tiny"
@@ -76,6 +77,35 @@ def test_holdout_protocol_reports_test_numbers(tmp_path):
     test_rows = list(csv.DictReader((out / "split1" / "test_predictions.csv").open()))
     val_rows = list(csv.DictReader((out / "split1" / "val_predictions.csv").open()))
     assert len(test_rows) == 8 and not {r["image"] for r in test_rows} & {r["image"] for r in val_rows}
+
+
+@pytest.mark.parametrize("keep", [False, True], ids=["default", "keep-last"])
+def test_finished_split_removes_last_pt_unless_keep_last(tmp_path, capsys, keep):
+    annotations, images = brightness_dataset(tmp_path / "data", n=24)
+    out = tmp_path / "run"
+    flags = tiny_flags(annotations, images, out, epochs=1) + (["--keep-last"] if keep else [])
+    assert main(["train", *flags]) == 0
+    split = out / "split1"
+    assert (split / "result.json").is_file() and (split / "best.safetensors").is_file()
+    assert (split / "last.pt").is_file() is keep
+    printed = capsys.readouterr().out
+    assert (f"kept {split / 'last.pt'}" if keep else f"removed {split / 'last.pt'}") in printed
+    assert json.loads((out / "config.json").read_text())["keep_last"] is keep
+    # a finished split resumes from its result.json, with or without last.pt
+    assert main(["train", "--resume", "--out", str(out)]) == 0
+    assert "resuming after epoch" not in capsys.readouterr().out
+
+
+def test_drop_last_state_keeps_or_removes(tmp_path):
+    from ipce.engine.train import drop_last_state
+
+    state = tmp_path / "last.pt"
+    state.write_bytes(b"x")
+    drop_last_state(state, keep=True)
+    assert state.is_file()
+    drop_last_state(state, keep=False)
+    assert not state.exists()
+    drop_last_state(state, keep=False)  # nothing there: no error
 
 
 def run_cli(args: list[str], **kwargs) -> subprocess.Popen:

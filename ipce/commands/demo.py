@@ -38,7 +38,7 @@ def format_pairs(rows: list[dict], accuracy: float, per_kind: dict) -> str:
 
 
 def demo_command(args) -> int:
-    from ipce.engine.demo import run_demo
+    from ipce.engine.demo import QUICK_NOTE, run_demo
     from ipce.utils.io import write_json, write_text
 
     out = Path(args.out)
@@ -55,6 +55,8 @@ def demo_command(args) -> int:
           f"pair accuracy {summary['pair_accuracy']:.0%}  in {summary['seconds']:.0f} s")
     print(f"on {summary['fresh_images']} images of a second generated set, which chose nothing: "
           f"SRCC {summary['fresh_srcc']:.3f}  PLCC {summary['fresh_plcc']:.3f}")
+    if summary["quick"]:
+        print(QUICK_NOTE)
     print(f"plots: {run_dir / 'split1' / 'scatter.png'}, {run_dir / 'split1' / 'learning_curves.png'}")
     print(f"score your own: ipce score IMAGE --prompt TEXT --checkpoint {run_dir / 'split1' / 'best.safetensors'}")
     return 0

@@ -21,6 +21,7 @@ image: it is refused (exit 1).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -134,7 +135,8 @@ def _report_metrics(prediction: Prediction, plot_path: Path) -> None:
             print("metrics: need at least 2 scored images with a MOS")
         return
     m = metrics_of(pred, mos)
-    print(f"SRCC {m['srcc']:.4f}  PLCC {m['plcc']:.4f}  KRCC {m['krcc']:.4f}  RMSE {m['rmse']:.4f}  "
+    shown = {k: "n/a" if math.isnan(v) else f"{v:.4f}" for k, v in m.items()}  # NaN: undefined
+    print(f"SRCC {shown['srcc']}  PLCC {shown['plcc']}  KRCC {shown['krcc']}  RMSE {shown['rmse']}  "
           f"(n={len(pred)})")
     plot_scatter(pred, mos, plot_path, title=f"{plot_path.stem}: n={len(pred)}")
     print(f"scatter plot: {plot_path}")

@@ -109,6 +109,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run.add_argument("--resume", action="store_true", default=None,
                      help="continue the run in --out (only --device, --workers, --no-progress and the speed flags "
                           "may change)")
+    run.add_argument("--keep-last", action="store_true", default=None,
+                     help="keep each finished split's last.pt, the resumable state (about 3x a checkpoint) "
+                          "(default: removed once the split finished; a run that stops early keeps it for "
+                          "--resume)")
     run.add_argument("--tensorboard", action="store_true", default=None,
                      help="also write TensorBoard logs into the run folder")
     add_progress_argument(run, defaults=False)

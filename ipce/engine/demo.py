@@ -27,12 +27,27 @@ QUICK = {"backbone": "tiny-resnet", "n": 160, "pretrain_steps": 60, "epochs": 2,
          "batch_size": 16, "resize": 224, "channels_last": True}
 FRESH = {"full": 200, "quick": 40}  # images of a second generated set (seed 1), scored at the end
 PRETRAIN_VERSION = 4  # part of the cache key of the pretrained weights: bump when pretraining changes
+QUICK_NOTE = ("ipce demo --quick is a smoke test of the pipeline: a few steps, so its numbers mean nothing; "
+              "run `ipce demo` for the real result")
 
 
-def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu") -> Path:
+def demo_data(out_dir: Path, n: int, seed: int, workers: int, progress: bool, what: str = "synthetic AIGC images") -> Path:
+    """The generated set of `n` images (seed `seed`) in `out_dir`, with a line saying whether it
+    came from the cache (decided before generating) or is new; returns its annotations path."""
+    from ipce.datasets.synthetic import SyntheticConfig, generate, is_cached
+
+    config = SyntheticConfig(n=n, seed=seed)
+    state = "cached" if is_cached(out_dir, config) else "new"
+    print(f"ipce demo: generating {n} {what} in {out_dir} ({state})")
+    return generate(out_dir, config, workers=workers, progress=progress)
+
+
+def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu", progress: bool = True) -> Path:
     """The tiny CLIP after the pretraining stand-in, as a weight file (cached by its config; the device is
-    part of the key only when it is not the CPU, so the CPU's cached files stay valid)."""
+    part of the key only when it is not the CPU, so the CPU's cached files stay valid). `progress`: a
+    bar of the pretraining steps."""
     import torch
+    from tqdm.auto import tqdm
 
     from ipce.engine.pretrain import PretrainConfig, pretrain
     from ipce.models.backbone import load_backbone
@@ -46,13 +61,14 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu"
                                     sort_keys=True).encode())
     path = out / "pretrained" / f"{recipe['backbone']}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():
-        print(f"ipce demo: pretrained tiny CLIP cached in {path}")
+        print(f"ipce demo: pretrained tiny CLIP in {path} (cached)")
         return path
-    print(f"ipce demo: pretraining the tiny CLIP for {config.steps} steps on rendered captioned pictures")
+    print(f"ipce demo: pretraining the tiny CLIP for {config.steps} steps on rendered captioned pictures (new)")
     torch.manual_seed(config.seed)
     clip, model_config, _ = load_backbone(recipe["backbone"])
     model = CorrespondenceScorer(clip)
-    history = pretrain(model, config, precision, device=device, channels_last=recipe["channels_last"])
+    history = pretrain(model, config, precision, device=device, channels_last=recipe["channels_last"],
+                       log=tqdm.write, progress=progress)
     save_checkpoint(path, model, {"model_config": model_config, "backbone": recipe["backbone"],
                                   "pretrain": config.to_dict(), "history": history})
     return path
@@ -98,19 +114,26 @@ def pair_table(scorer, run_dir: Path, annotations: Path, seed: int = 0) -> tuple
     return accuracy, per_kind, rows
 
 
-def fresh_metrics(scorer, out: Path, n: int, workers: int) -> dict:
+def fresh_metrics(scorer, out: Path, n: int, workers: int, progress: bool = False) -> dict:
     """SRCC/PLCC of `scorer` (the best checkpoint) on `n` images of a set generated with another seed,
     and what each defect costs there (`defect_effects`). The held-out part also chose the best
     epoch, which flatters it (docs/DESIGN.md, section 4); these images played no part in
-    training or in choosing."""
-    from ipce.datasets.synthetic import SyntheticConfig, generate
+    training or in choosing. `progress`: bars for generating and scoring them."""
+    from tqdm.auto import tqdm
+
     from ipce.utils.metrics import compute_metrics
 
-    annotations = generate(out / f"data-fresh-{n}", SyntheticConfig(n=n, seed=1), progress=False, workers=workers)
+    annotations = demo_data(out / f"data-fresh-{n}", n, 1, workers, progress, "fresh images of a second set")
     with annotations.open(encoding="utf-8", newline="") as f:
         rows = list(csv.DictReader(f))
-    scores = [float(x) for x in scorer.score([annotations.parent / "images" / row["image"] for row in rows],
-                                             [row["prompt"] for row in rows])]
+    paths = [annotations.parent / "images" / row["image"] for row in rows]
+    prompts = [row["prompt"] for row in rows]
+    # scored in the scorer's own batches, so the bar changes nothing in what is computed
+    step, scores = scorer.batch_size, []
+    with tqdm(total=len(rows), desc="scoring fresh images", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(rows), step):
+            scores += [float(x) for x in scorer.score(paths[start:start + step], prompts[start:start + step])]
+            bar.update(len(paths[start:start + step]))
     mos = [float(row["mos"]) for row in rows]
     metrics = compute_metrics(scores, mos)
     return {"fresh_srcc": metrics["srcc"], "fresh_plcc": metrics["plcc"], "fresh_images": n,
@@ -151,7 +174,6 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
     import torch
 
     from ipce.api import load_scorer
-    from ipce.datasets.synthetic import SyntheticConfig, generate
     from ipce.engine.train import run
 
     from ipce.utils.device import resolve_device
@@ -160,11 +182,11 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
     device = resolve_device(device)
     out = Path(out)
     recipe = QUICK if quick else FULL
+    if quick:
+        print(QUICK_NOTE)
     torch.manual_seed(0)
-    data_dir = out / ("data-quick" if quick else "data")
-    print(f"ipce demo: generating {recipe['n']} synthetic AIGC images in {data_dir} (cached)")
-    annotations = generate(data_dir, SyntheticConfig(n=recipe["n"], seed=0), workers=workers, progress=progress)
-    weights = pretrained_tiny(out, recipe, precision, device)
+    annotations = demo_data(out / ("data-quick" if quick else "data"), recipe["n"], 0, workers, progress)
+    weights = pretrained_tiny(out, recipe, precision, device, progress)
     config = demo_config(out, recipe, annotations, weights, workers, precision, device, progress)
     summary = run(config)
     run_dir = Path(config.out)
@@ -172,7 +194,7 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
     scorer = load_scorer(run_dir / "split1" / "best.safetensors", device=device,
                          channels_last=recipe["channels_last"])
     accuracy, per_kind, rows = pair_table(scorer, run_dir, annotations)
-    fresh = fresh_metrics(scorer, out, FRESH["quick" if quick else "full"], workers)
+    fresh = fresh_metrics(scorer, out, FRESH["quick" if quick else "full"], workers, progress)
     seconds = time.perf_counter() - started
     result = {"srcc": best["srcc"], "plcc": best["plcc"], "krcc": best["krcc"], "rmse": best["rmse"],
               "pair_accuracy": accuracy, "pair_accuracy_by_altered": per_kind, **fresh,

@@ -254,9 +254,13 @@ def pretrain_step(model: CorrespondenceScorer, optimizer: torch.optim.Optimizer,
 
 
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
-             device: torch.device | str = "cpu", log=print, channels_last: bool = False) -> list[dict]:
+             device: torch.device | str = "cpu", log=print, channels_last: bool = False,
+             progress: bool = False) -> list[dict]:
     """Pretrain `model` in place (AdamW at pretrain_lr's rates); returns the losses every 50 steps.
-    `channels_last`: ipce.models.speed.use_channels_last, kept on the returned model."""
+    `channels_last`: ipce.models.speed.use_channels_last, kept on the returned model. `progress`:
+    a bar of the steps with rate and ETA (it draws no random numbers: the weights are the same)."""
+    from tqdm.auto import tqdm
+
     from ipce.models.speed import use_channels_last
 
     device = torch.device(device)
@@ -268,17 +272,21 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     trainable = model.clip.token_embedding.weight.requires_grad
     optimizer = pretrain_optimizer(model, config)
     history, window, started = [], [], time.perf_counter()
+    bar = tqdm(total=config.steps, desc="pretraining", unit="step", disable=not progress, dynamic_ncols=True)
     for step in range(1, config.steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = pretrain_lr(config, step)
         parts = pretrain_step(model, optimizer, pool, attrs, rng, config, precision, device)
         window.append(parts)
+        bar.update()
         if step % 50 == 0 or step == config.steps:
             mean = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
             history.append({"step": step, **mean})
             window = []
+            bar.set_postfix(contrastive=f"{mean['contrastive']:.3f}", refresh=False)
             log(f"pretrain step {step}/{config.steps}: contrastive {mean['contrastive']:.3f}  "
                 f"swap {mean['swap']:.3f}  look {mean.get('look', 0):.3f}  ({time.perf_counter() - started:.0f} s)")
+    bar.close()
     model.clip.token_embedding.weight.requires_grad_(trainable)
     model.eval()
     return history

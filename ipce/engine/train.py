@@ -370,7 +370,21 @@ def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, de
     if is_main():
         plot_split(split_dir, history, k)
         write_text(split_dir / "result.json", json.dumps(result, indent=2))
+        drop_last_state(state_path, config.keep_last)
     return result
+
+
+def drop_last_state(state_path: Path, keep: bool) -> None:
+    """After a split finished (its result.json written), remove its resumable state `last.pt` (about
+    three times a checkpoint: weights, optimizer moments) unless `keep` (--keep-last), and say so.
+    A split that stops early keeps it, for --resume; a finished one resumes from result.json."""
+    if not state_path.is_file():
+        return
+    if keep:
+        print(f"kept {state_path} (--keep-last)")
+    else:
+        state_path.unlink()
+        print(f"removed {state_path}: the split finished, the resume state is not needed (--keep-last keeps it)")
 
 
 def plot_split(split_dir: Path, history: list[dict], k: int) -> None:
@@ -459,10 +473,22 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
                "summary": stats, "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None, "note": note,
                "data": data or {}}
     write_json(out / "summary.json", summary, fsync=True)
-    write_text(out / "summary.md", f"# {config.preset} ({target})\n\n{table}\n\n{note}\n{data_notes(data or {})}",
+    write_text(out / "summary.md", f"# {summary_title(config, target)}\n\n{table}\n\n{note}\n{data_notes(data or {})}",
                fsync=True)
     print(f"\n{table}\n\n{note}\nresults in {out}")
     return summary
+
+
+def summary_title(config: TrainConfig, target: str) -> str:
+    """The summary's title: the dataset and target, e.g. "AGIQA-3K (quality)"; custom data: the
+    annotation file's name and the target column, e.g. "my.csv (mos)"."""
+    if config.dataset:
+        from ipce.datasets.sources import dataset_info
+
+        return f"{dataset_info(config.dataset).folder} ({target})"
+    if config.annotations:
+        return f"{Path(config.annotations).name} ({config.target_col})"
+    return f"{config.preset} ({target})"
 
 
 def data_notes(data: dict) -> str:

@@ -3,7 +3,9 @@
 * ``srcc`` Spearman rank correlation, ``plcc`` Pearson linear correlation,
   ``krcc`` Kendall's tau-b, ``rmse`` root mean squared error (all on raw scores).
 * ``plcc_logistic`` / ``rmse_logistic``: the same after mapping the predictions
-  through the VQEG 4-parameter logistic fitted to the MOS (``fit_logistic``).
+  through the VQEG 4-parameter logistic fitted to the MOS (``fit_logistic``); ``nan``
+  when that fit failed (``LogisticFit.usable`` is false: it did not converge, or it is
+  degenerate: a step, or constant predictions).
 * ``srcc_plcc_mean = (srcc + plcc) / 2`` with the *plain* PLCC, as Peng et al. (CVPRW 2024)
   report and as the trainer selects epochs (files written before its rename call it ``main``:
   ``with_current_names``).
@@ -50,6 +52,15 @@ _MAXFEV = 20000
 # The linear fallback is written as a logistic whose scale is this many times the
 # prediction range: over the data it differs from the line by < slope * range / 1e9.
 _LINEAR_SCALE = 1e4
+# A fitted curve is a step (degenerate) when fewer than _STEP_MIN_POINTS, or fewer than
+# _STEP_MIN_FRACTION of the distinct predictions lie on its slope, i.e. map to between
+# _STEP_EDGE and 1 - _STEP_EDGE of the way from b2 to b1.
+_STEP_MIN_POINTS = 3
+_STEP_MIN_FRACTION = 0.1
+_STEP_EDGE = 0.01
+NOT_CONVERGED = "logistic fit did not converge"
+# Fallbacks whose curve is no fit at all: not drawn, and the logistic metrics are nan.
+_UNUSABLE = ("no finite samples", "constant predictions", "linear: " + NOT_CONVERGED)
 
 
 # --------------------------------------------------------------------------- input
@@ -140,6 +151,9 @@ class LogisticFit(tuple):
     ``"linear: logistic fit did not converge"``, ...).  Even then the four numbers
     are valid logistic parameters: a constant map, or a logistic so wide that it
     equals the least-squares line over the data range.  ``ok`` is ``fallback is None``.
+    ``usable`` is false when there is no fit to show or score: no finite samples,
+    constant predictions, a fit that did not converge, or a degenerate one (a step:
+    ``fallback`` starts with ``"degenerate"``).
     """
 
     fallback: str | None
@@ -154,6 +168,10 @@ class LogisticFit(tuple):
     @property
     def ok(self) -> bool:
         return self.fallback is None
+
+    @property
+    def usable(self) -> bool:
+        return self.fallback not in _UNUSABLE and not (self.fallback or "").startswith("degenerate")
 
     def __call__(self, x) -> np.ndarray:
         """Map predictions through the fitted curve."""
@@ -176,6 +194,16 @@ def _sse(params, p: np.ndarray, m: np.ndarray) -> float:
         return float(np.dot(r, r))
 
 
+def _step_like(params, p: np.ndarray) -> bool:
+    """True when too few distinct predictions lie on the curve's slope (see `_STEP_MIN_FRACTION`)."""
+    b1, b2, b3, b4 = params
+    xs = np.unique(p)
+    with np.errstate(all="ignore"):
+        z = expit((xs - b3) / max(abs(float(b4)), 1e-300))
+    on_slope = int(np.count_nonzero((z > _STEP_EDGE) & (z < 1.0 - _STEP_EDGE)))
+    return on_slope < max(_STEP_MIN_POINTS, _STEP_MIN_FRACTION * xs.size)
+
+
 def fit_logistic(pred, mos) -> LogisticFit:
     """Fit :func:`logistic4` mapping ``pred`` to ``mos`` by least squares.
 
@@ -188,7 +216,9 @@ def fit_logistic(pred, mos) -> LogisticFit:
     predictions or MOS give a constant map to ``mean(mos)``; when ``curve_fit``
     fails, or its optimum is worse than a straight line, the least-squares line is
     returned (as logistic parameters).  Both cases set ``.fallback``; unpacking
-    still gives four floats.
+    still gives four floats.  A fit that did not converge, fewer than 4 distinct
+    predictions (e.g. a step function of the images) among 4 or more samples, or an
+    optimum that is a step (``_step_like``) is not usable (``.usable`` false).
     """
     p = _to_array(pred, "pred")
     m = _to_array(mos, "mos")
@@ -212,6 +242,9 @@ def fit_logistic(pred, mos) -> LogisticFit:
 
     if p.size < 4:
         return LogisticFit(linear, "linear: fewer than 4 samples for 4 parameters")
+    distinct = int(np.unique(p).size)
+    if distinct < 4:
+        return LogisticFit(linear, f"degenerate: {distinct} distinct predictions for 4 parameters")
 
     b1, b2 = float(m.max()), float(m.min())
     guesses = [(b1, b2, p_mean, p_std or 1.0)]
@@ -237,9 +270,11 @@ def fit_logistic(pred, mos) -> LogisticFit:
             best, best_sse = popt, sse
 
     if best is None:
-        return LogisticFit(linear, "linear: logistic fit did not converge")
+        return LogisticFit(linear, "linear: " + NOT_CONVERGED)
     if best_sse > _sse(linear, p, m):
         return LogisticFit(linear, "linear: fits better than the logistic optimum found")
+    if _step_like(best, p):
+        return LogisticFit(best, "degenerate: the logistic collapsed into a step")
     return LogisticFit(best, None)
 
 
@@ -250,7 +285,8 @@ def compute_metrics(pred, mos) -> dict[str, float]:
     """All metrics for one set of predictions, keys ``METRIC_KEYS``, values Python floats.
 
     Raises ``ValueError`` (one line) for fewer than 2 pairs, differing lengths or a
-    non-finite MOS; undefined values (constant predictions, ...) are ``nan``.
+    non-finite MOS; undefined values (constant predictions, ...) are ``nan``, and so are
+    ``plcc_logistic`` / ``rmse_logistic`` when the logistic fit is not usable.
     """
     p, m = _pair(pred, mos)
     out = {
@@ -259,8 +295,9 @@ def compute_metrics(pred, mos) -> dict[str, float]:
         "krcc": krcc(p, m),
         "rmse": rmse(p, m),
     }
-    if np.all(np.isfinite(p)):
-        mapped = fit_logistic(p, m)(p)
+    fit = fit_logistic(p, m) if np.all(np.isfinite(p)) else None
+    if fit is not None and fit.usable:
+        mapped = fit(p)
         out["plcc_logistic"] = plcc(mapped, m) if np.all(np.isfinite(mapped)) else math.nan
         out["rmse_logistic"] = rmse(mapped, m) if np.all(np.isfinite(mapped)) else math.nan
     else:
@@ -288,7 +325,8 @@ def summarize(per_split: list[dict], keys=None) -> dict[str, dict[str, float | i
     key: ``mean``, ``std``, ``median``, ``min``, ``max`` over the finite values,
     ``n`` (how many were used) and ``n_nan`` (how many were skipped: NaN, inf,
     ``None`` or missing).  ``std`` is the *sample* standard deviation (ddof=1)
-    when ``n > 1`` and 0.0 when ``n == 1``; with ``n == 0`` every statistic is nan.
+    when ``n > 1`` and 0.0 when ``n == 1`` (``split_table`` then shows no ±); with
+    ``n == 0`` every statistic is nan.
     """
     if keys is None:
         keys = []

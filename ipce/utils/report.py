@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 
 from ipce.utils import io
-from ipce.utils.metrics import compute_metrics, fit_logistic
+from ipce.utils.metrics import NOT_CONVERGED, compute_metrics, fit_logistic
 
 __all__ = [
     "PAPER_RESULTS",
     "PAPER_LABEL",
+    "draw_scatter",
     "plot_learning_curves",
     "plot_scatter",
     "split_table",
@@ -37,6 +38,7 @@ PAPER_LABEL = "paper (Peng et al. 2024)"
 
 DPI = 120
 _DASH = "–"  # en dash: "no value"
+_NA = "n/a"  # a value that is undefined (NaN): e.g. the logistic metrics of a failed fit
 
 
 # --------------------------------------------------------------------------- table
@@ -46,7 +48,7 @@ def _fmt(v, digits: int = 4) -> str:
     if v is None:
         return _DASH
     v = float(v)
-    return "nan" if math.isnan(v) else f"{v:.{digits}f}"
+    return _NA if math.isnan(v) else f"{v:.{digits}f}"
 
 
 def split_table(
@@ -57,13 +59,16 @@ def split_table(
 ) -> str:
     """A Markdown table of per-split metrics, their mean ± std and median (4 decimals).
 
+    With a single split (every summary has ``n <= 1``) the table is only that split's
+    row: a mean, a median and a "± 0.0000" of one value say nothing more.
+
     One row per split: the column ``split`` holds ``d["split"]`` or, when absent, the
     1-based position; a ``best epoch`` column appears when any dict has ``"epoch"``.
     Then the rows ``mean ± std`` and ``median`` from ``summary`` (as made by
     :func:`ipce.utils.metrics.summarize`); a cell whose summary skipped NaN values
     says how many splits it used, e.g. ``0.8000 ± 0.0100 (n=9)``.  With ``paper =
     (srcc, plcc)`` a last row ``paper (Peng et al. 2024)`` shows those two numbers
-    and ``–`` elsewhere.  Missing values print as ``–``, NaN as ``nan``.
+    and ``–`` elsewhere.  Missing values print as ``–``, NaN as ``n/a``.
     """
     keys = tuple(keys)
     has_epoch = any("epoch" in d for d in per_split)
@@ -78,6 +83,7 @@ def split_table(
         row += [_fmt(d.get(k)) for k in keys]
         rows.append(row)
 
+    single = len(per_split) <= 1 and all(int((summary.get(k) or {}).get("n", 0)) <= 1 for k in keys)
     mean_row, median_row = ["mean ± std"], ["median"]
     if has_epoch:
         mean_row.append(_DASH)
@@ -93,7 +99,8 @@ def split_table(
             cell += f" (n={s.get('n', 0)})"
         mean_row.append(cell)
         median_row.append(_fmt(s.get("median")))
-    rows += [mean_row, median_row]
+    if not single:
+        rows += [mean_row, median_row]
 
     if paper is not None:
         p_srcc, p_plcc = paper
@@ -130,35 +137,50 @@ def _save_png(fig, path) -> Path:
     return Path(path)
 
 
-def plot_scatter(pred, mos, path, title: str = "") -> Path:
-    """Predicted score (x) against MOS (y) with the fitted 4-parameter logistic.
+def draw_scatter(ax, pred, mos, title: str = "") -> bool:
+    """Draw predicted score (x) against MOS (y) and the fitted 4-parameter logistic on `ax`.
 
-    SRCC and PLCC (plain) go in the legend; the curve's legend entry says when the
-    fit fell back to a line or a constant.  Saves a 720x600 PNG atomically and
-    returns ``Path(path)``.
+    SRCC and PLCC (plain) go in the legend; the curve's entry says when the fit fell
+    back to a line or a constant.  A fit that is not usable (did not converge, or a
+    step: ``LogisticFit.usable``) is not drawn: the legend and the title say
+    "logistic fit did not converge" instead.  Returns whether the curve was drawn.
     """
+    from matplotlib.lines import Line2D
+
     p = np.asarray(pred, dtype=np.float64).reshape(-1)
     m = np.asarray(mos, dtype=np.float64).reshape(-1)
     metrics = compute_metrics(p, m)  # validates lengths / sample count
     fit = fit_logistic(p, m)
 
-    fig = _new_figure((6, 5))
-    ax = fig.add_subplot(1, 1, 1)
     ax.scatter(p, m, s=10, alpha=0.5, edgecolors="none", color="tab:blue",
                label=f"n={p.size}  SRCC={_fmt(metrics['srcc'])}  PLCC={_fmt(metrics['plcc'])}")
     finite = p[np.isfinite(p)]
-    if finite.size:
+    drawn = bool(finite.size) and fit.usable
+    handles, _ = ax.get_legend_handles_labels()
+    if drawn:
         xs = np.linspace(finite.min(), finite.max(), 256)
-        ys = fit(xs)
         curve = "4-parameter logistic" if fit.ok else f"fit fallback ({fit.fallback})"
         curve += f"  PLCC={_fmt(metrics['plcc_logistic'])}"
-        ax.plot(xs, ys, color="tab:red", linewidth=2, label=curve)
+        (line,) = ax.plot(xs, fit(xs), color="tab:red", linewidth=2, label=curve)
+        handles.append(line)
+    else:
+        why = "" if NOT_CONVERGED in (fit.fallback or "") else f"\n({fit.fallback})"
+        note = f"{NOT_CONVERGED}: curve not drawn{why}\nlogistic PLCC/RMSE n/a"
+        handles.append(Line2D([], [], linestyle="none", label=note))  # a legend entry only, not on the axes
+        title = f"{title}\n{NOT_CONVERGED}" if title else NOT_CONVERGED
     ax.set_xlabel("predicted score")
     ax.set_ylabel("MOS")
     if title:
-        ax.set_title(title)
+        ax.set_title(title, fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(handles=handles, loc="best", fontsize=8)
+    return drawn
+
+
+def plot_scatter(pred, mos, path, title: str = "") -> Path:
+    """:func:`draw_scatter` on a new figure, saved as a 720x600 PNG atomically; returns ``Path(path)``."""
+    fig = _new_figure((6, 5))
+    draw_scatter(fig.add_subplot(1, 1, 1), pred, mos, title=title)
     fig.tight_layout()
     return _save_png(fig, path)
 
@@ -171,10 +193,14 @@ def _series(history: list[dict], key: str) -> np.ndarray:
     return np.asarray(out)
 
 
+# Learning-curve legends sit under each panel, outside the axes, so they never cover a point.
+_LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 2, "fontsize": 8, "frameon": False}
+
+
 def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     """Two panels over epochs: training loss (and the learning rate, when the
     dicts have ``lr``, on a second axis); SRCC and PLCC, with the epoch of the best
-    ``(SRCC + PLCC) / 2`` marked.  Missing values are gaps.  Saves a 1200x480 PNG
+    ``(SRCC + PLCC) / 2`` marked.  Missing values are gaps; the legends sit below the panels.  Saves a 1200x480 PNG
     atomically and returns ``Path(path)``.
     """
     if not history:
@@ -199,7 +225,7 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
         h2, l2 = ax_lr.get_legend_handles_labels()
         handles, labels = handles + h2, labels + l2
-    ax_loss.legend(handles, labels, loc="upper right", fontsize=8)
+    ax_loss.legend(handles, labels, **_LEGEND_BELOW)
 
     ax_cor = fig.add_subplot(1, 2, 2)
     ax_cor.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
@@ -213,7 +239,7 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     ax_cor.set_ylabel("correlation")
     ax_cor.set_title("SRCC & PLCC")
     ax_cor.grid(True, alpha=0.3)
-    ax_cor.legend(loc="lower right", fontsize=8)
+    ax_cor.legend(**_LEGEND_BELOW)
 
     from matplotlib.ticker import MaxNLocator
 
