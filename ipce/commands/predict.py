@@ -89,10 +89,10 @@ def _prefixes(args):
 
 
 def _validate(args) -> None:
-    if args.resize is not None and args.resize < 224:
-        raise IpceError(f"--resize {args.resize}: must be at least 224 (the crop size)")
-    if args.patches is not None and args.patches < 1:
-        raise IpceError(f"--patches {args.patches}: must be at least 1")
+    from ipce.datasets.views import ViewConfig  # imported here: it brings torch, which `ipce --help` does not need
+
+    # ViewConfig holds the --resize/--patches check; building one here fails before any record is read
+    ViewConfig(**{k: v for k, v in (("resize", args.resize), ("patches", args.patches)) if v is not None})
     if args.batch_size < 1:
         raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.workers < 0:

@@ -24,7 +24,7 @@ def add_weights_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def weights_command(args: argparse.Namespace) -> int:
-    from ipce.models.weights import OPENAI_WEIGHTS, candidates, fetch, locate
+    from ipce.models.weights import OPENAI_WEIGHTS, fetch, locate, weight_dirs
 
     if args.action == "fetch":
         path = fetch(args.name, folder=args.dir, url=args.url, progress=not args.no_progress)
@@ -34,6 +34,6 @@ def weights_command(args: argparse.Namespace) -> int:
         found = locate(name)
         state = f"present: {found}" if found else f"missing: `ipce weights fetch {name}` ({entry.url})"
         print(f"{name:<14} {state}")
-    print("looked for, in order: " + ", ".join(str(p.parent) for p in candidates("ViT-B-32")[::3])
+    print("looked for, in order: " + ", ".join(str(d) for d in weight_dirs())
           + " (each as <name>.pt as OpenAI names it, <name>.safetensors, <name>.bin)")
     return 0
