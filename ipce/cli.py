@@ -119,7 +119,15 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
 
 
 # Subcommands register here, one adder per subcommand.
-ADDERS = [_add_demo, _add_score, _add_train, _add_check_data, _add_splits, _add_predict, _add_weights]
+ADDERS = [
+    _add_demo,
+    _add_score,
+    _add_train,
+    _add_check_data,
+    _add_splits,
+    _add_predict,
+    _add_weights,
+]
 
 
 def _version() -> str:
