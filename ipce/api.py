@@ -120,6 +120,24 @@ class Scorer:
         return combined, per_model
 
 
+    def rank(self, images: Sequence[str | Path | Image.Image], prompt: str) -> list["Ranked"]:
+        """The images ordered best first, each with its score and its place in `images` (ties keep
+        the given order), for best-of-N selection among candidates of one prompt."""
+        images = list(images)
+        scores = self.score(images, prompt)
+        order = sorted(range(len(images)), key=lambda i: -scores[i])  # sorted() is stable: ties keep input order
+        return [Ranked(image=images[i], score=scores[i], index=i, rank=r + 1) for r, i in enumerate(order)]
+
+
+@dataclass(frozen=True)
+class Ranked:
+    """One image of a ranking: the image as given, its score, its index in the input, its rank (1 = best)."""
+    image: str | Path | Image.Image
+    score: float
+    index: int
+    rank: int
+
+
 def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
     crops, global_views = zip(*pairs)
     return torch.stack(crops), torch.stack(global_views)
