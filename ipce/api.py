@@ -12,7 +12,10 @@ from ipce.datasets.sources import generator_of, prefixed_prompt  # ipce.api.pref
 from ipce.datasets.views import ViewConfig, make_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer
+from ipce.models.explain import quality_map
+from ipce.models.reward import RewardFn, view_scores
 from ipce.models.scale import ScoreScale, scale_of
+from ipce.utils.maps import QualityMap, render_quality_map  # noqa: F401  (ipce.api.render_quality_map)
 from ipce.utils.precision import PRECISIONS, autocast  # noqa: F401  (ipce.api.PRECISIONS stays importable)
 
 COMBINES = ("mean", "product")
@@ -70,6 +73,27 @@ class Scorer:
     def view_configs(self) -> list[ViewConfig]:
         return list(dict.fromkeys(m.views for m in self.members))
 
+    @property
+    def needs_prompt(self) -> bool:
+        """False when every model is prompt-free (trained with a template without `{prompt}`)."""
+        return any(m.model.needs_prompt for m in self.members)
+
+    def prompts_for(self, prompts: Sequence[str] | str | None, count: int) -> list[str]:
+        """One prompt per image: `prompts` as given (one for all, or one each); None only for a
+        prompt-free scorer (then every text is the template's own)."""
+        if prompts is None:
+            if self.needs_prompt:
+                template = next(m.model.template for m in self.members if m.model.needs_prompt)
+                raise IpceError(f"this checkpoint needs a prompt (its texts are {template!r}): pass --prompt; "
+                                "only a model trained with a --template without {prompt} scores without one")
+            prompts = ""
+        if isinstance(prompts, str):
+            return [prompts] * count
+        prompts = list(prompts)
+        if len(prompts) != count:
+            raise IpceError(f"got {count} images but {len(prompts)} prompts: give one prompt or one per image")
+        return prompts
+
     @torch.no_grad()
     def score_views(self, views: dict[ViewConfig, tuple[torch.Tensor, torch.Tensor]], prompts: Sequence[str],
                     generators: Sequence[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -90,22 +114,19 @@ class Scorer:
         return scale.to_data(combine_scores(per_model, self.combine)), scale.to_data(per_model)
 
     def score(self, images: Sequence[str | Path | Image.Image] | str | Path | Image.Image,
-              prompts: Sequence[str] | str, generators: Sequence[str | None] | None = None) -> list[float]:
+              prompts: Sequence[str] | str | None = None, generators: Sequence[str | None] | None = None) -> list[float]:
         """Scores on `self.scale` (0..5 unless trained with --mos-range) for images (paths or PIL
-        images) and one prompt or one per image."""
+        images) and one prompt or one per image (none for a prompt-free model)."""
         return self.score_detailed(images, prompts, generators)[0]
 
-    def score_detailed(self, images, prompts, generators=None) -> tuple[list[float], list[list[float]]]:
+    def score_detailed(self, images, prompts=None, generators=None) -> tuple[list[float], list[list[float]]]:
         """(combined scores, per-model scores [M][N])."""
         from ipce.datasets.images import open_rgb
 
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
         images = list(images)
-        if isinstance(prompts, str):
-            prompts = [prompts] * len(images)
-        if len(prompts) != len(images):
-            raise IpceError(f"got {len(images)} images but {len(prompts)} prompts: give one prompt or one per image")
+        prompts = self.prompts_for(prompts, len(images))
         if generators is None:
             generators = [None if isinstance(im, Image.Image) else generator_of(str(im)) for im in images]
         combined, per_model = [], [[] for _ in self.members]
@@ -120,13 +141,72 @@ class Scorer:
         return combined, per_model
 
 
-    def rank(self, images: Sequence[str | Path | Image.Image], prompt: str) -> list["Ranked"]:
+    def rank(self, images: Sequence[str | Path | Image.Image], prompt: str | None = None) -> list["Ranked"]:
         """The images ordered best first, each with its score and its place in `images` (ties keep
         the given order), for best-of-N selection among candidates of one prompt."""
         images = list(images)
         scores = self.score(images, prompt)
         order = sorted(range(len(images)), key=lambda i: -scores[i])  # sorted() is stable: ties keep input order
         return [Ranked(image=images[i], score=scores[i], index=i, rank=r + 1) for r, i in enumerate(order)]
+
+    @torch.no_grad()
+    def explain(self, image: str | Path | Image.Image, prompt: str | None = None, stride: int | None = None,
+                progress: bool = False) -> QualityMap:
+        """The quality map of one image: every 224x224 crop of the resized image at `stride` (default
+        the method's own, 32 or 48 px) scored from its own level distribution, the global view's
+        score and the final score (that of `score`), on `self.scale`; boxes in the original image's
+        pixels. `progress`: a bar over the crops (encoded in batches of `batch_size`)."""
+        from ipce.datasets.images import open_rgb
+
+        resizes = {m.views.resize for m in self.members}
+        if len(resizes) > 1:
+            raise IpceError(f"the ensemble's models resize differently ({', '.join(map(str, sorted(resizes)))}): "
+                            "a quality map needs one grid; give --resize")
+        pil = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
+        generator = None if isinstance(image, Image.Image) else generator_of(str(image))
+        prompt = self.prompts_for(prompt, 1)[0]
+        texts = [prefixed_prompt(prompt, m.prompt_prefix, generator) for m in self.members]
+        with autocast(self.device, self.precision):
+            qmap = quality_map(pil, [m.model for m in self.members], [m.views for m in self.members], texts,
+                               stride=stride, device=self.device, batch_size=self.batch_size, progress=progress)
+        scale = self.members[0].scale
+
+        def combined(per_model: torch.Tensor) -> list[float]:  # [M, N] on 0..5 -> N on the scorer's scale
+            return scale.to_data(combine_scores(per_model, self.combine)).tolist()
+        return QualityMap(image_size=pil.size, boxes=qmap.boxes, scores=combined(qmap.crop_scores),
+                          global_score=combined(qmap.global_scores[:, None])[0],
+                          score=combined(qmap.final_scores[:, None])[0], scale=self.scale, stride=qmap.stride,
+                          prompt=prompt)
+
+    def reward(self, pixels: torch.Tensor, prompts: Sequence[str] | str | None = None,
+               generators: Sequence[str | None] | None = None) -> torch.Tensor:
+        """Scores [B] on `self.scale` of float pixels [B, 3, H, W] in 0..1 (any size, any device), with
+        gradients to the pixels and to the models: the evaluation views are made with tensor ops
+        (ipce.datasets.views.tensor_views). Not under no_grad; the result is on the pixels' device.
+        `generators`: for a model trained with --prompt-prefix generator, each image's generator."""
+        return self.reward_detailed(pixels, prompts, generators)[0]
+
+    def reward_detailed(self, pixels: torch.Tensor, prompts=None, generators=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(combined [B], per-model [M, B]) rewards, with gradients (see `reward`)."""
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise IpceError(f"reward: pixels of shape {tuple(pixels.shape)}; expected a float tensor [B, 3, H, W]")
+        prompts = self.prompts_for(prompts, pixels.shape[0])
+        generators = generators or [None] * len(prompts)
+        rows = []
+        for member in self.members:
+            texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
+            with autocast(self.device, self.precision):
+                rows.append(view_scores(member.model, pixels.to(self.device), member.views, texts).float())
+        per_model = torch.stack(rows)
+        scale = self.members[0].scale
+        combined = scale.to_data(combine_scores(per_model, self.combine))
+        return combined.to(pixels.device), scale.to_data(per_model).to(pixels.device)
+
+    def reward_fn(self) -> "RewardFn":
+        """The reward as RL fine-tuning code for diffusion models takes it: a callable
+        `(images, prompts, metadata) -> (rewards [B], metadata)` accepting uint8 (0..255) or float
+        (0..1) images, NCHW or NHWC, torch tensors or numpy arrays."""
+        return RewardFn(self)
 
 
 @dataclass(frozen=True)

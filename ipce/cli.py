@@ -30,7 +30,8 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    "Score image files against one prompt with a checkpoint: a table on the terminal, "
                    "optionally a CSV.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
-    p.add_argument("--prompt", required=True, help="the prompt the images were generated from")
+    p.add_argument("--prompt", default=None,
+                   help="the prompt the images were generated from (not needed by a prompt-free checkpoint)")
     p.add_argument("--checkpoint", required=True, metavar="CKPT",
                    help=f"{CHECKPOINT_TERMS}; scores come on the scale it was trained on (0..5, or its "
                         "--mos-range)")
@@ -66,6 +67,9 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
                    help="check the split folders DIR/<k>/train.csv, val.csv against the dataset instead "
                         "(read-only): one line per split with train, val, missing and overlap counts")
     p.add_argument("--json", action="store_true", help="with --from: print the counts as a JSON list")
+    p.add_argument("--export", choices=["original"], default=None,
+                   help="write the original authors' split folders of --preset (shipped with ipce) into --out, "
+                        "in their layout (<out>/<k>/train.csv, val.csv, numbered as published); needs no data")
     add_n_splits_argument(p, old_spelling=True)
     p.add_argument("--ratio", type=float, default=0.8, help="training fraction of each split")
     p.add_argument("--seed", type=int, default=20200626, help="random seed")
@@ -118,6 +122,55 @@ def _add_weights(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=_command("weights", "weights_command"))
 
 
+def _add_rank(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.rank import add_rank_arguments
+
+    p = _subparser(sub, "rank", "rank the images of each prompt best first (best of N), optionally a contact sheet",
+                   "Rank a folder of candidate images within each prompt, best first: a CSV image,prompt,score,rank "
+                   "(scores as `ipce predict` gives them), optionally only the best --top K of each and a contact "
+                   "sheet (--sheet). Unreadable images are left out and listed; then the exit status is 3.")
+    add_rank_arguments(p)
+    p.set_defaults(run=_command("rank", "rank_command"))
+
+
+def _add_explain(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.explain import add_explain_arguments
+
+    p = _subparser(sub, "explain", "quality maps: score every crop of a grid over each image (PNG + CSV)",
+                   "Per image, score every 224x224 crop of a grid (default: the method's own stride) from its own "
+                   "level distribution, and write <out>/<stem>.png (the map over the image, a colour bar, the final "
+                   "score) and <out>/<stem>.csv (x, y, size, score in the image's pixels).")
+    add_explain_arguments(p)
+    p.set_defaults(run=_command("explain", "explain_command"))
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.serve import add_serve_arguments
+
+    p = _subparser(sub, "serve", "serve a web page and a JSON API that score uploaded images (needs ipce[serve])",
+                   "Load the scorer once and serve, from one process, a web page (upload images, type the prompt, "
+                   "see scores, ranking and quality maps) and a JSON API: POST /api/score, GET /api/health, "
+                   "OpenAPI docs at /docs. Requests are scored in shared batches. Needs pip install \"ipce[serve]\".")
+    add_serve_arguments(p)
+    p.set_defaults(run=_command("serve", "serve_command"))
+
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    from ipce.commands.reproduce import LEFT_OUT, add_reproduce_arguments
+    from ipce.commands.train import add_train_arguments
+
+    p = _subparser(sub, "reproduce", "the paper's table in one command: every row trained, ours against the "
+                                     "paper's, resumable",
+                   "Train each row of the paper's table (and AGIQA-1K) with its preset's recipe on the original "
+                   "splits (shipped with ipce), one run folder per row under --out, and write the table "
+                   "(table.md, table.json, table.png). Rows whose dataset is not under --data-root are skipped. "
+                   "Prints an estimate (epochs, images, time from a timed warm-up) first. Every training flag "
+                   "(--backbone, --precision, --device, --batch-size, ...) applies to every row.")
+    add_reproduce_arguments(p)
+    add_train_arguments(p, leave_out=LEFT_OUT)
+    p.set_defaults(run=_command("reproduce", "reproduce_command"))
+
+
 # Subcommands register here, one adder per subcommand.
 ADDERS = [
     _add_demo,
@@ -127,6 +180,10 @@ ADDERS = [
     _add_splits,
     _add_predict,
     _add_weights,
+    _add_rank,
+    _add_explain,
+    _add_serve,
+    _add_reproduce,
 ]
 
 

@@ -25,6 +25,8 @@ class TrainConfig:
     target: str | None = None  # dataset target name (quality, alignment, ...); None: the dataset's default
     mos_range: tuple[float, float] | None = None  # the scores' scale LO..HI; None: the model's 0..5, unchecked
     prompt_prefix: str | None = None  # 'generator': the text is "{generator} {prompt}" (NTIRE second model)
+    template: str | None = None  # the texts, with {level} and usually {prompt}; None: the method's own
+    levels: tuple[str, ...] | None = None  # the level words, worst first; None: badly, poorly, fairly, well, perfectly
     skip_bad: bool = False
     duplicates: str = "keep"  # an image listed more than once: keep (as published), first, mean
     # model
@@ -129,7 +131,26 @@ def validate(config: TrainConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise IpceError(message)
+    check_template(config.template, config.levels)
     if config.mos_range is not None:
         if len(config.mos_range) != 2:
             raise IpceError(f"--mos-range {config.mos_range}: give two numbers LO HI")
         scale_of(config.mos_range)  # raises on HI <= LO or non-finite values
+
+
+def check_template(template: str | None, levels) -> None:
+    """A template names {level} and at most {prompt} (without it the model is prompt-free); at least
+    two distinct levels."""
+    import string
+
+    if template is not None:
+        try:
+            fields = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        except ValueError as err:
+            raise IpceError(f"--template {template!r}: {err}; write the fields as {{level}} and {{prompt}}") from None
+        if "level" not in fields or fields - {"level", "prompt"}:
+            raise IpceError(f"--template {template!r}: use the fields {{level}} (required) and {{prompt}} (optional; "
+                            "without it the model needs no prompt), e.g. \"a photo of {level} quality\"")
+    if levels is not None and (len(levels) < 2 or len(set(levels)) != len(levels) or not all(str(v).strip() for v in levels)):
+        raise IpceError(f"--levels {','.join(map(str, levels))}: give at least two distinct words, worst first, "
+                        "e.g. bad,poor,fair,good,excellent")

@@ -42,6 +42,11 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys, monkeypatch):
     assert (run / "learning_curves.png").stat().st_size > 1000
     pairs = (out / "pairs.md").read_text()
     assert pairs.count("\n| ") >= 3 and f"{summary['pair_accuracy']:.0%}" in pairs
+    # the README's two pictures, from the demo's model: a quality map and a best-of-5 contact sheet
+    assert summary["quality_map"] == str(out / "quality_map.png") and summary["contact_sheet"] == str(out / "contact_sheet.png")
+    assert (out / "quality_map.png").stat().st_size > 5000 and (out / "contact_sheet.png").stat().st_size > 5000
+    ranked = (out / "pictures" / "ranked.csv").read_text().splitlines()
+    assert len(ranked) == 1 + 15 and sum(line.endswith(",1") for line in ranked) == 3  # three prompts, one best each
     printed = capsys.readouterr().out
     # the metrics table (one split: its row only, no "mean ± std")
     assert "pair accuracy" in printed and "| split" in printed and "second generated set" in printed

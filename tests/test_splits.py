@@ -146,6 +146,9 @@ def test_import_dataset_formats_and_basename_match(tmp_path):
     [(number, split)], [check] = read_split_dir(tmp_path, records)
     assert number == 0 and split.val == [2]
     assert check.missing == 1 and "001-1.png (row 2: matches 2 records by base name)" in check.examples["missing"]
+    (folder / "val.csv").write_text("model,image_name\nLafite,002-1.png\n")  # another folder: another image
+    [(_, split)], [check] = read_split_dir(tmp_path, records)
+    assert split.val == [] and "Lafite/002-1.png (row 2: matches no record)" in check.examples["missing"]
 
 
 def test_unknown_names_are_counted_as_missing_with_examples(tmp_path):

@@ -4,7 +4,8 @@ Generates the synthetic AIGC quality set (cached), gives the tiny CLIP a short s
 CLIP's web pretraining (cached), fine-tunes it with the paper's protocol on one split (all in
 ipce/engine/demo.py), then prints and writes the held-out metrics and the pair table: held-out
 images scored against their own prompt and against a mismatched one (<out>/summary.json,
-<out>/pairs.md).
+<out>/pairs.md), and the model's quality map of a half-noisy picture and best-of-5 contact sheet
+(<out>/quality_map.png, <out>/contact_sheet.png).
 """
 from __future__ import annotations
 
@@ -58,5 +59,6 @@ def demo_command(args) -> int:
     if summary["quick"]:
         print(QUICK_NOTE)
     print(f"plots: {run_dir / 'split1' / 'scatter.png'}, {run_dir / 'split1' / 'learning_curves.png'}")
+    print(f"a quality map: {summary['quality_map']}; a best-of-5 contact sheet: {summary['contact_sheet']}")
     print(f"score your own: ipce score IMAGE --prompt TEXT --checkpoint {run_dir / 'split1' / 'best.safetensors'}")
     return 0

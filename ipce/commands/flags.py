@@ -242,6 +242,28 @@ def add_n_splits_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, 
         add_old_spelling(p, "--n", "--n-splits", "n_splits", type=int, metavar="N")
 
 
+COMBINE_HELP = "ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry)"
+
+
+def add_combine_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--combine mean|product`: how an ensemble's scores are combined (ipce.api.combine_scores)."""
+    p.add_argument("--combine", choices=("mean", "product"), default="mean", help=COMBINE_HELP)
+
+
+def train_overrides(args: argparse.Namespace) -> dict:
+    """{field: value} for every TrainConfig field that is a flag of `args` (None: not given), for the
+    commands that train (train, reproduce); the preset is read apart, as the recipe the others override."""
+    import dataclasses
+
+    from ipce.config import TrainConfig
+
+    found = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
+             if f.name != "preset" and hasattr(args, f.name)}
+    if hasattr(args, "no_progress"):
+        found["progress"] = False if args.no_progress else None  # --no-progress: the config's `progress`
+    return found
+
+
 def resolve_device(device: str | None) -> str:
     """ipce.utils.device.resolve_device: auto -> cuda when available, else cpu."""
     from ipce.utils.device import resolve_device as resolve

@@ -17,6 +17,13 @@ metrics are printed and a scatter plot is written to `<out stem>.png`. With `--s
 Unreadable images are skipped and listed in `<out stem>.errors.csv` (`path,problem`); the
 exit status is 3 (EXIT_PARTIAL, partial results) when any was skipped. A submission needs every
 image: it is refused (exit 1).
+
+Rows stream to `<out>.parts/` as batches finish, beside the run's settings `<out>.ipce.json`
+(ipce.engine.parts); at the end they are merged into `--out` in annotation order and the part
+files removed. After any stop the same command with `--resume` scores only what is missing and
+writes the file an uninterrupted run writes. Under `torchrun --nproc_per_node=N -m ipce predict`
+each process scores every N-th block left; rank 0 writes the output, the errors and the metrics
+(and exits 0 with unreadable images skipped: torchrun would report status 3 as a failure).
 """
 from __future__ import annotations
 
@@ -24,17 +31,12 @@ import argparse
 import math
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_data_source_arguments, add_device_argument,
                                  add_precision_argument, add_progress_argument, add_prompt_source_arguments,
-                                 add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args,
-                                 resolve_device)
+                                 add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args)
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
-
-if TYPE_CHECKING:
-    from ipce.engine.predict import Prediction
 
 EXIT_SKIPPED = EXIT_PARTIAL  # finished, with the unreadable images skipped (was 2, argparse's usage status)
 
@@ -71,6 +73,9 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
                         "(default: submissions/<subset>)")
     p.add_argument("--submission", action="store_true",
                    help="write output.txt, readme.txt and submission.zip (NTIRE 2024 format) into --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue a run that stopped: score only the images without a row in <out>.parts/ "
+                        "(refused when a setting differs from <out>.ipce.json); without it a run starts over")
     add_model_arguments(p)
 
 
@@ -99,37 +104,44 @@ def _validate(args) -> None:
         raise IpceError(f"--workers {args.workers}: must be 0 or more")
 
 
-def _write_errors(path: Path, prediction: Prediction) -> None:
+def _write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
     from ipce.utils.io import write_csv
 
-    if prediction.errors:
-        write_csv(path, ["path", "problem"],
-                  [[str(prediction.records[i].image), problem] for i, problem in prediction.errors])
+    if errors:
+        write_csv(path, ["path", "problem"], errors)
     else:
         path.unlink(missing_ok=True)  # a list from an earlier run would now be wrong
 
 
-def _prediction_rows(prediction: Prediction, with_target: bool):
-    ensemble = len(prediction.per_model) > 1
-    header = ["image", "prompt", "score"] + ([f"score_{m + 1}" for m in range(len(prediction.per_model))]
-                                            if ensemble else []) + (["mos"] if with_target else [])
-    rows = []
-    for j, (i, score) in enumerate(zip(prediction.indices, prediction.scores)):
-        record = prediction.records[i]
+def _header(models: int, with_target: bool) -> list[str]:
+    return ["image", "prompt", "score"] + ([f"score_{m + 1}" for m in range(models)] if models > 1 else []) + \
+        (["mos"] if with_target else [])
+
+
+def _final_rows(store, records, models: int, with_target: bool, scored: list | None):
+    """The output's rows in annotation order, from the part files; each scored record's
+    (score, target) is appended to `scored` (unless None) on the way."""
+    for index, problem, values in store.merged():
+        if problem:
+            continue
+        record = records[index]
+        score = float(values[0])
+        if scored is not None:
+            scored.append((score, record.target))
         row = [record.name, record.prompt, f"{score:.7f}"]
-        if ensemble:
-            row += [f"{each[j]:.7f}" for each in prediction.per_model]
+        if models > 1:
+            row += [f"{float(v):.7f}" for v in values[1:]]
         if with_target:
             row.append("" if record.target is None else repr(record.target))
-        rows.append(row)
-    return header, rows
+        yield row
 
 
-def _report_metrics(prediction: Prediction, plot_path: Path) -> None:
+def _report_metrics(scored: list, plot_path: Path) -> None:
     from ipce.engine.evaluate import metrics_of
     from ipce.utils.report import plot_scatter
 
-    pred, mos = prediction.scored_targets()
+    pred = [s for s, t in scored if t is not None]
+    mos = [t for _, t in scored if t is not None]
     if len(pred) < 2:
         if pred:
             print("metrics: need at least 2 scored images with a MOS")
@@ -142,16 +154,49 @@ def _report_metrics(prediction: Prediction, plot_path: Path) -> None:
     print(f"scatter plot: {plot_path}")
 
 
+def _output_paths(args):
+    """(csv, errors, plot, submission folder or None) for --out and --submission."""
+    if getattr(args, "submission", False):
+        folder = Path(args.out or f"submissions/{args.subset or 'custom'}")
+        if folder.exists() and not folder.is_dir():
+            raise IpceError(f"--out {folder}: a file; with --submission --out names a folder")
+        return folder / "predictions.csv", folder / "errors.csv", folder / "predictions.png", folder
+    csv_path = Path(args.out or "predictions.csv")
+    if csv_path.is_dir():
+        raise IpceError(f"--out {csv_path}: a folder; give a CSV file name (or use --submission)")
+    return (csv_path, csv_path.with_name(f"{csv_path.stem}.errors.csv"), csv_path.with_name(f"{csv_path.stem}.png"),
+            None)
+
+
+def _on_main(make, *args):
+    """`make(*args)` on rank 0 only, its result (or the one-line error it raised) sent to every rank."""
+    from ipce.utils.distributed import broadcast, is_main
+
+    result = None
+    if is_main():
+        try:
+            result = make(*args)
+        except IpceError as err:  # every rank stops with the same line instead of waiting for rank 0
+            result = err
+    result = broadcast(result)
+    if isinstance(result, IpceError):
+        raise result
+    return result
+
+
 def predict_command(args: argparse.Namespace) -> int:
     from ipce.api import load_scorer
-    from ipce.engine.predict import check_generators, predict_records
-    from ipce.utils.io import write_csv
+    from ipce.engine.parts import PartStore, run_settings
+    from ipce.engine.predict import check_generators, plan_run
+    from ipce.utils.distributed import dist_info, setup_distributed
 
+    rank, world, _ = dist_info()
+    main = rank == 0
     _validate(args)
     records, source = records_from_args(args)
-    for warning in prompt_warnings(r.prompt for r in records):  # once per run, with counts
+    for warning in prompt_warnings(r.prompt for r in records) if main else ():  # once per run, with counts
         print(f"ipce: warning: {warning}", file=sys.stderr)
-    if getattr(args, "prompts", None):
+    if getattr(args, "prompts", None) and main:
         from ipce.engine.predict import unlisted_images
 
         missed = unlisted_images(args.images, records)
@@ -160,59 +205,110 @@ def predict_command(args: argparse.Namespace) -> int:
                   f"and are not scored (e.g. {missed[0].name}); add rows image,prompt for them", file=sys.stderr)
     if not records:
         raise IpceError(f"{source}: no images listed")
-    submission = bool(getattr(args, "submission", False))
-    if submission:
-        folder = Path(args.out or f"submissions/{args.subset or 'custom'}")
-        if folder.exists() and not folder.is_dir():
-            raise IpceError(f"--out {folder}: a file; with --submission --out names a folder")
-        csv_path, errors_path, plot_path = folder / "predictions.csv", folder / "errors.csv", folder / "predictions.png"
-    else:
-        csv_path = Path(args.out or "predictions.csv")
-        if csv_path.is_dir():
-            raise IpceError(f"--out {csv_path}: a folder; give a CSV file name (or use --submission)")
-        errors_path = csv_path.with_name(f"{csv_path.stem}.errors.csv")
-        plot_path = csv_path.with_name(f"{csv_path.stem}.png")
+    csv_path, errors_path, plot_path, folder = _output_paths(args)
 
-    device = resolve_device(args.device)
-    scorer = load_scorer(args.checkpoint, device=device, resize=args.resize, patches=args.patches,
+    device = setup_distributed(args.device)  # under torchrun: this rank's GPU, or the CPU with gloo
+    scorer = load_scorer(args.checkpoint, device=str(device), resize=args.resize, patches=args.patches,
                          combine=args.combine, prompt_prefix=_prefixes(args), precision=args.precision,
                          batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last,
                          weights=args.weights)
     check_generators(scorer, records)
+    store = PartStore(csv_path)
+    settings = _on_main(run_settings, scorer, args.checkpoint, args.weights, records, args.batch_size)
+    plan = _on_main(plan_run, store, settings, len(records), args.batch_size, args.resume)
+    if plan.error:
+        raise IpceError(plan.error)
+    if plan.complete:
+        unreadable = plan.complete.get("unreadable", 0)
+        if main:
+            print(f"nothing left to score: {csv_path} is complete ({plan.complete.get('scored', 0)} scored, "
+                  f"{unreadable} unreadable" + (f", listed in {errors_path}" if unreadable else "") + ")")
+        return EXIT_SKIPPED if unreadable and world == 1 else 0
+    if main:
+        _print_start(args, scorer, records, source, device, world, plan, store)
+    scored, unreadable, seconds = _score_share(scorer, records, plan, store, args, rank, world)
+    if not main:
+        return 0
+    code = _finish(args, scorer, records, store, settings, plan, (scored, unreadable, seconds),
+                   (csv_path, errors_path, plot_path, folder))
+    # torchrun reports any status but 0 as the process's failure (and itself exits 1): partial
+    # results under torchrun exit 0, the errors file tells them
+    return 0 if world > 1 else code
+
+
+def _print_start(args, scorer, records, source, device, world, plan, store) -> None:
     models = ", ".join(f"{c} ({m.views.resize} px, {m.views.patches} crops"
                        f"{', generator prefix' if m.prompt_prefix == 'generator' else ''})"
                        for c, m in zip(args.checkpoint, scorer.members))
     combine = f", combine {scorer.combine}" if len(scorer.members) > 1 else ""
     lo, hi = scorer.scale
     scale = "" if (lo, hi) == (0, 5) else f", scores on {lo:g}..{hi:g} (the models' training scale)"
-    print(f"scoring {len(records)} images of {source} on {device} with {models}{combine}{scale}")
+    where = f"{world} processes on {device.type}" if world > 1 else str(device)
+    print(f"scoring {len(records)} images of {source} on {where} with {models}{combine}{scale}")
+    if plan.cleared:
+        print(f"starting over: removed the partial results of an earlier run in {store.folder} "
+              "(--resume continues such a run)")
+    if plan.already:
+        print(f"resuming: {plan.already} of {len(records)} images were done by an earlier run; scoring the rest")
 
-    prediction = predict_records(scorer, records, batch_size=args.batch_size, workers=args.workers,
-                                 progress=not args.no_progress)
-    done, skipped = len(prediction.indices), len(prediction.errors)
-    rate = done / prediction.seconds if prediction.seconds > 0 else float("inf")
-    print(f"scored {done} of {len(records)} images in {prediction.seconds:.1f} s ({rate:.2f} images/s)")
-    _write_errors(errors_path, prediction)
-    if skipped:
-        first = prediction.errors[0][1]
-        print(f"skipped {skipped} unreadable image(s), listed in {errors_path}; first: {first}")
-    if submission and skipped:
-        raise IpceError(f"submission refused: {skipped} of {len(records)} images could not be scored (listed in "
-                        f"{errors_path}); the challenge needs a score for every image: fix them and rerun")
+
+def _score_share(scorer, records, plan, store, args, rank: int, world: int) -> tuple[int, int, float]:
+    """This rank's share of the blocks left (every world-th), streamed to its part file; the totals
+    over every rank: (scored, unreadable, seconds of the slowest)."""
+    from tqdm.auto import tqdm
+
+    from ipce.engine.predict import RankBar, score_blocks
+    from ipce.utils.distributed import barrier, gather
+
+    mine = plan.blocks[rank::world]
+    with tqdm(total=len(records), initial=plan.already, desc="predict", unit="img", dynamic_ncols=True,
+              leave=False, disable=args.no_progress or rank != 0) as bar, \
+            store.appender(plan.attempt, rank, len(scorer.members)) as writer:
+        counts = score_blocks(scorer, records, mine, args.batch_size, writer, workers=args.workers,
+                              bar=RankBar(bar, world))
+    totals = gather(counts)
+    barrier()  # every part file closed before rank 0 reads them
+    return sum(t[0] for t in totals), sum(t[1] for t in totals), max(t[2] for t in totals)
+
+
+def _finish(args, scorer, records, store, settings, plan, counts, paths) -> int:
+    """Rank 0: the output in annotation order from the part files, the errors file, the counts,
+    metrics, the submission; then the part files go."""
+    from ipce.utils.stream import stream_csv
+
+    scored_now, unreadable_now, seconds = counts
+    csv_path, errors_path, plot_path, folder = paths
+    done = scored_now + unreadable_now
+    rate = done / seconds if seconds > 0 else float("inf")
+    errors = [(str(records[i].image), problem) for i, problem, _ in store.merged() if problem]
+    total_scored = len(records) - len(errors)
+    print(f"scored {total_scored} of {len(records)} images"
+          + (f" ({scored_now} by this run, {plan.already} done before)" if plan.already else "")
+          + f" in {seconds:.1f} s ({rate:.2f} images/s)")
+    _write_errors(errors_path, errors)
+    if errors:
+        print(f"skipped {len(errors)} unreadable image(s), listed in {errors_path}; first: {errors[0][1]}")
+    state = {"complete": True, "scored": total_scored, "unreadable": len(errors)}
+    if folder is not None and errors:
+        store.write_settings(settings, **state)
+        store.clear()
+        raise IpceError(f"submission refused: {len(errors)} of {len(records)} images could not be scored "
+                        f"(listed in {errors_path}); the challenge needs a score for every image: fix them and rerun")
 
     with_target = any(r.target is not None for r in records)
-    header, rows = _prediction_rows(prediction, with_target)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(csv_path, header, rows)
+    models = len(scorer.members)
+    scored = [] if with_target or folder is not None else None  # the scores, only where metrics or a submission need them
+    stream_csv(csv_path, _header(models, with_target), _final_rows(store, records, models, with_target, scored))
     print(f"wrote {csv_path}")
+    store.write_settings(settings, **state)
+    store.clear()
     if with_target:
-        _report_metrics(prediction, plot_path)
-    if submission:
+        _report_metrics(scored, plot_path)
+    if folder is not None:
         from ipce.engine.submission import describe_scorer, write_submission
 
-        paths = write_submission(folder, [r.name for r in prediction.records], prediction.scores,
-                                 runtime_per_image=prediction.seconds / len(records),
-                                 cpu=scorer.device.type == "cpu",
+        paths = write_submission(folder, [r.name for r in records], [s for s, _ in scored],
+                                 runtime_per_image=seconds / max(done, 1), cpu=scorer.device.type == "cpu",
                                  description=describe_scorer(scorer, args.checkpoint))
         print(f"wrote {paths['output']}, {paths['readme']} and {paths['zip']}")
-    return EXIT_SKIPPED if skipped else 0
+    return EXIT_SKIPPED if errors else 0

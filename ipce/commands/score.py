@@ -1,4 +1,5 @@
-"""`ipce score IMAGE ... --prompt TEXT --checkpoint CKPT`: a table on the terminal, optionally a CSV."""
+"""`ipce score IMAGE ... --prompt TEXT --checkpoint CKPT`: a table on the terminal, optionally a CSV.
+A prompt-free checkpoint (trained with a --template without {prompt}) needs no --prompt."""
 from __future__ import annotations
 
 import sys
@@ -19,21 +20,22 @@ def score_command(args) -> int:
                             f"{image} --prompt TEXT` scores a whole folder")
         if not Path(image).is_file():
             raise IpceError(f"{image}: no such image file")
-    for warning in prompt_warnings([args.prompt]):
-        print(f"ipce: warning: {warning}", file=sys.stderr)
+    if args.prompt is not None:
+        for warning in prompt_warnings([args.prompt]):
+            print(f"ipce: warning: {warning}", file=sys.stderr)
     scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize, patches=args.patches,
                          precision=args.precision, compile=args.compile, channels_last=args.channels_last,
                          weights=args.weights)
-    scores = scorer.score(args.images, args.prompt)
+    scores = scorer.score(args.images, args.prompt)  # no prompt: a prompt-aware checkpoint is a one-line error
     width = max(len(str(i)) for i in args.images)
     lo, hi = scorer.scale
     scale = "0-5" if (lo, hi) == (0, 5) else f"scale {lo:g}..{hi:g}"  # the scale of the model's training scores
     print(f"{'image':<{width}}  score ({scale})")
     for image, score in zip(args.images, scores):
         print(f"{str(image):<{width}}  {score:.4f}")
-    print(f"prompt: {args.prompt}")
+    print(f"prompt: {args.prompt}" if args.prompt is not None else "prompt: none (a prompt-free checkpoint)")
     if args.out:
         write_csv(args.out, ["image", "prompt", "score"],
-                  [[str(i), args.prompt, f"{s:.6f}"] for i, s in zip(args.images, scores)])
+                  [[str(i), args.prompt or "", f"{s:.6f}"] for i, s in zip(args.images, scores)])
         print(f"wrote {args.out}")
     return 0

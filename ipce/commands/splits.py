@@ -1,5 +1,6 @@
-"""`ipce splits`: write seeded train/val split files in the `<out>/<k>/train.csv,val.csv` layout, or,
-with `--from DIR`, check existing split folders against the dataset without writing anything."""
+"""`ipce splits`: write seeded train/val split files in the `<out>/<k>/train.csv,val.csv` layout; with
+`--from DIR`, check existing split folders against the dataset without writing anything; with
+`--export original`, write the original authors' split folders that ship with ipce."""
 from __future__ import annotations
 
 import argparse
@@ -14,6 +15,8 @@ def splits_command(args: argparse.Namespace) -> int:
         return check_split_files(args)
     if not args.out:
         raise IpceError("--out: required (the folder for the split files), unless --from DIR checks existing ones")
+    if getattr(args, "export", None):
+        return export_original(args)
     from ipce.datasets.splits import random_splits, split_summary, write_split_dir
 
     records, source = records_from_args(args)
@@ -43,4 +46,22 @@ def check_split_files(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"unusable: split {', '.join(str(c.split) for c in bad)} (no training or no held-out record)")
         return 1
+    return 0
+
+
+def export_original(args: argparse.Namespace) -> int:
+    from ipce.datasets.splits import original_splits, write_original_split_dir
+
+    if not args.preset:
+        raise IpceError("--export original: pass --preset NAME (agiqa1k, agiqa3k, aigciqa2023 or aigcqa30k)")
+    originals = original_splits(args.preset)
+    numbers = write_original_split_dir(args.preset, args.out)
+    trains = sorted(len(train) for _, train, _ in originals.splits)
+    vals = sorted(len(val) for _, _, val in originals.splits)
+
+    def span(sizes: list[int]) -> str:
+        return str(sizes[0]) if sizes[0] == sizes[-1] else f"{sizes[0]}-{sizes[-1]}"
+
+    print(f"{args.preset}: the original authors' Database/{originals.folder} splits, folders "
+          f"{numbers[0]}..{numbers[-1]} (train {span(trains)} rows, val {span(vals)} rows) in {args.out}")
     return 0

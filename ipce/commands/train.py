@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from ipce.commands.flags import (add_data_source_arguments, add_device_argument, add_group_by_argument,
-                                 add_n_splits_argument, add_precision_argument, add_progress_argument,
-                                 add_speed_arguments, add_weights_argument, add_workers_argument)
+from ipce.commands.flags import (DATA_SOURCE_FLAGS, add_data_source_arguments, add_device_argument,
+                                 add_group_by_argument, add_n_splits_argument, add_precision_argument,
+                                 add_progress_argument, add_speed_arguments, add_weights_argument,
+                                 add_workers_argument, train_overrides)
 from ipce.config import TrainConfig, load_presets, make_config, preset_names
 
 
@@ -44,19 +45,24 @@ def _default(field: str) -> str:
     return f"(default: {shown(first)}{'; ' + ', '.join(others) if others else ''})"
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
+def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
     """The flags of `ipce train`: each one that is given overrides the preset's recipe (TrainConfig),
-    so every flag defaults to None and its help names the recipe's value."""
+    so every flag defaults to None and its help names the recipe's value. `leave_out`: flags another
+    command that trains (`ipce reproduce`) sets itself: --preset, the custom-data flags, --mos-range,
+    --protocol, --splits, --splits-dir, --out, --resume."""
     names = preset_names()
-    preset = p.add_argument("--preset", default=None, metavar="NAME",
-                            help=f"dataset recipe: {', '.join(names)} (default: {TrainConfig.preset}; custom data "
-                                 f"takes {TrainConfig.preset}'s)")
-    preset.completer = lambda **_: names  # tab completion (argcomplete); an unknown name is a one-line error
+    if "--preset" not in leave_out:
+        preset = p.add_argument("--preset", default=None, metavar="NAME",
+                                help=f"dataset recipe: {', '.join(names)} (default: {TrainConfig.preset}; custom "
+                                     f"data takes {TrainConfig.preset}'s)")
+        preset.completer = lambda **_: names  # tab completion (argcomplete); an unknown name is a one-line error
     data = p.add_argument_group("data")
-    add_data_source_arguments(data, defaults=False, leave_out=("--preset", "--subset"))
-    data.add_argument("--mos-range", nargs=2, type=float, metavar=("LO", "HI"),
-                      help="the scale of the scores, e.g. 0 100 or 1 10: mapped onto the model's 0..5 for "
-                           "training, predictions mapped back (default: the preset's; custom data 0..5)")
+    add_data_source_arguments(data, defaults=False, leave_out=tuple({"--preset", "--subset", *leave_out}
+                                                                    & {f for f, _, _ in DATA_SOURCE_FLAGS}))
+    if "--mos-range" not in leave_out:
+        data.add_argument("--mos-range", nargs=2, type=float, metavar=("LO", "HI"),
+                          help="the scale of the scores, e.g. 0 100 or 1 10: mapped onto the model's 0..5 for "
+                               "training, predictions mapped back (default: the preset's; custom data 0..5)")
     data.add_argument("--prompt-prefix", choices=["none", "generator"],
                       help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model) "
                            "(default: none)")
@@ -65,6 +71,11 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     model.add_argument("--backbone", help=f"open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME "
                                           f"{_default('backbone')}")
     add_weights_argument(model)
+    model.add_argument("--template", help="the texts compared with the image, with {level} and {prompt}; without "
+                                          "{prompt} (e.g. \"a photo of {level} quality\") the model scores without "
+                                          "a prompt (default: \"a photo that {level} matches '{prompt}'\")")
+    model.add_argument("--levels", type=lambda text: tuple(w.strip() for w in text.split(",")), metavar="A,B,...",
+                       help="the level words of the texts, worst first (default: badly,poorly,fairly,well,perfectly)")
     model.add_argument("--resize", type=int, help=f"adaptive-resize size S {_default('resize')}")
     model.add_argument("--train-patches", type=int,
                        help=f"random crops per image in training {_default('train_patches')}")
@@ -86,18 +97,21 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                      help="recompute activations in the backward pass: less memory, slower steps")
     opt.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default: --batch-size)")
     proto = p.add_argument_group("protocol")
-    proto.add_argument("--protocol", choices=["paper", "holdout"],
-                       help="paper: each split trains on --ratio of the data, the best epoch is chosen on the "
-                            "rest; holdout: train/val/test parts (--holdout-ratios) " + _default("protocol"))
-    proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default: all)")
+    if "--protocol" not in leave_out:
+        proto.add_argument("--protocol", choices=["paper", "holdout"],
+                           help="paper: each split trains on --ratio of the data, the best epoch is chosen on the "
+                                "rest; holdout: train/val/test parts (--holdout-ratios) " + _default("protocol"))
+    if "--splits" not in leave_out:
+        proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default: all)")
     add_n_splits_argument(proto, defaults=False)
     proto.add_argument("--ratio", type=float,
                        help=f"paper protocol: training fraction of each split {_default('ratio')}")
     proto.add_argument("--holdout-ratios", nargs=3, type=float, metavar=("TRAIN", "VAL", "TEST"),
                        help=f"holdout protocol: the three fractions {_default('holdout_ratios')}")
     add_group_by_argument(proto)
-    proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv (e.g. the original "
-                                            "Database/ folders, read as published)")
+    if "--splits-dir" not in leave_out:
+        proto.add_argument("--splits-dir", help="import split files <dir>/<k>/train.csv, val.csv (e.g. the "
+                                                "original Database/ folders, read as published)")
     proto.add_argument("--drop-overlap", action="store_true", default=None,
                        help="with --splits-dir: take records that are on both sides of a split out of its "
                             "held-out part (default: kept, as published)")
@@ -105,10 +119,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     run = p.add_argument_group("running")
     add_device_argument(run, defaults=False)
     add_workers_argument(run, defaults=False)
-    run.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
-    run.add_argument("--resume", action="store_true", default=None,
-                     help="continue the run in --out (only --device, --workers, --no-progress and the speed flags "
-                          "may change)")
+    if "--out" not in leave_out:
+        run.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
+    if "--resume" not in leave_out:
+        run.add_argument("--resume", action="store_true", default=None,
+                         help="continue the run in --out (only --device, --workers, --no-progress and the speed "
+                              "flags may change)")
     run.add_argument("--keep-last", action="store_true", default=None,
                      help="keep each finished split's last.pt, the resumable state (about 3x a checkpoint) "
                           "(default: removed once the split finished; a run that stops early keeps it for "
@@ -120,13 +136,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _overrides(args: argparse.Namespace) -> dict:
-    """{field: value} for every TrainConfig field that is a flag of `args` (None: not given); the
-    preset is read apart, as the recipe the others override."""
-    found = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if f.name != "preset" and hasattr(args, f.name)}
-    if hasattr(args, "no_progress"):
-        found["progress"] = False if args.no_progress else None  # --no-progress: the config's `progress`
-    return found
+    """{field: value} for every TrainConfig field that is a flag of `args` (flags.train_overrides)."""
+    return train_overrides(args)
 
 
 def config_from_args(args: argparse.Namespace):

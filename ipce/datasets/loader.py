@@ -95,9 +95,16 @@ class _Collate:
 
 
 def make_loader(dataset: ViewDataset, batch_size: int, shuffle: bool, workers: int = 2, seed: int = 0,
-                device: str | torch.device = "cpu", sampler=None, drop_last: bool = False) -> DataLoader:
-    """A DataLoader over views: seeded order, worker processes, pinned memory only on CUDA."""
+                device: str | torch.device = "cpu", sampler=None, drop_last: bool = False,
+                batches: Sequence[Sequence[int]] | None = None) -> DataLoader:
+    """A DataLoader over views: seeded order, worker processes, pinned memory only on CUDA.
+    `batches`: the exact batches to load, as lists of dataset positions (then `batch_size`,
+    `shuffle`, `sampler` and `drop_last` are not used)."""
     generator = torch.Generator().manual_seed(seed)
+    if batches is not None:
+        return DataLoader(dataset, batch_sampler=batches, num_workers=workers, collate_fn=_Collate(dataset),
+                          pin_memory=torch.device(device).type == "cuda", generator=generator,
+                          prefetch_factor=4 if workers > 0 else None)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -18,6 +18,11 @@ Imported folders are read as published, every row: the original authors'
 folders have header-less files, an image on both sides, identical splits and
 an image listed twice in the dataset; `read_split_dir` counts what it finds
 (`SplitFileCheck`) instead of refusing the folder.
+
+The original authors' folders ship with ipce (`ipce/presets/splits/<preset>.json.xz`, built by
+`scripts/build_original_splits.py`): the image names of every row, in file order, and the score
+of a row only where one image is listed with two scores. `write_original_split_dir` writes them
+back as folders that `read_split_dir` reads to the same splits as the originals.
 """
 from __future__ import annotations
 
@@ -30,8 +35,8 @@ import numpy as np
 from ipce.errors import DataError
 from ipce.utils.io import write_csv
 
-__all__ = ["Split", "SplitFileCheck", "random_splits", "holdout_splits", "read_split_dir", "import_split_dir",
-           "unusable_splits", "write_split_dir"]
+__all__ = ["Split", "SplitFileCheck", "OriginalSplits", "random_splits", "holdout_splits", "read_split_dir",
+           "import_split_dir", "unusable_splits", "write_split_dir", "original_splits", "write_original_split_dir"]
 
 DEFAULT_SEED = 20200626
 _PARTS = ("train", "val", "test")
@@ -208,6 +213,8 @@ def _read_split_file(path: Path, records, by_name: dict[str, list[int]], by_base
             name = cells[column].strip() if column < len(cells) else ""
         name = name.replace("\\", "/")
         candidates = by_name.get(name) or by_base.get(name.rsplit("/", 1)[-1], [])
+        if name not in by_name and "/" in name:  # by base name only where one of the two names has no folder
+            candidates = [i for i in candidates if "/" not in records[i].name.replace("\\", "/")]
         if not candidates or (name not in by_name and len({records[i].name for i in candidates}) > 1):
             why = "no record" if not candidates else f"{len(candidates)} records by base name"
             found.missing.append(f"{name} (row {row}: matches {why})")
@@ -354,3 +361,93 @@ def split_summary(splits) -> str:
     first = splits[0]
     sizes = f"train {len(first.train)} / val {len(first.val)}" + (f" / test {len(first.test)}" if first.test else "")
     return f"{len(splits)} split(s), {sizes}"
+
+
+# ----------------------------------------------------------------------------- the original splits
+
+# preset -> the header of the exported files (None: header-less, as the originals); a column named
+# like the dataset's score column carries a row's score where one image is listed with two scores
+_ORIGINAL_HEADERS = {
+    "agiqa1k": ("Image", "MOS"),
+    "agiqa3k": ("name",),
+    "aigciqa2023": ("model", "image_name"),
+    "aigcqa30k": None,
+}
+
+
+@dataclass(frozen=True)
+class OriginalSplits:
+    """The original authors' split folders of one preset: `rows[i]` = (image name, score or None);
+    `splits` = ((folder number, train row indices, val row indices), ...), in file order."""
+    preset: str
+    folder: str                                     # the folder's name in their repository's Database/
+    rows: tuple[tuple[str, float | None], ...]
+    splits: tuple[tuple[int, tuple[int, ...], tuple[int, ...]], ...]
+
+    def numbers(self) -> list[int]:
+        return [number for number, _, _ in self.splits]
+
+    def sides(self, number: int) -> tuple[list[tuple[str, float | None]], list[tuple[str, float | None]]]:
+        """(train rows, val rows) of folder `number`."""
+        for k, train, val in self.splits:
+            if k == number:
+                return [self.rows[i] for i in train], [self.rows[i] for i in val]
+        raise DataError(f"{self.preset}: no original split {number}; the folders are "
+                        f"{', '.join(map(str, self.numbers()))}", kind="bad-option")
+
+
+def original_splits(preset: str) -> OriginalSplits:
+    """The shipped original splits of `preset` (agiqa1k, agiqa3k, aigciqa2023, aigcqa30k)."""
+    import json
+    import lzma
+    from importlib import resources
+
+    if preset not in _ORIGINAL_HEADERS:
+        raise DataError(f"--preset {preset}: no original splits; they exist for {', '.join(_ORIGINAL_HEADERS)}",
+                        kind="bad-option")
+    data = json.loads(lzma.decompress(resources.files("ipce.presets").joinpath(f"splits/{preset}.json.xz")
+                                      .read_bytes()))
+    return OriginalSplits(preset=data["preset"], folder=data["folder"],
+                          rows=tuple((row[0], row[1] if len(row) > 1 else None) for row in data["rows"]),
+                          splits=tuple((s["number"], tuple(s["train"]), tuple(s["val"])) for s in data["splits"]))
+
+
+def _original_rows(preset: str, rows: list[tuple[str, float | None]]) -> list[list[str]]:
+    header = _ORIGINAL_HEADERS[preset]
+    names = [name.split("/", 1) if header and len(header) > 1 and header[1] == "image_name" else [name]
+             for name, _ in rows]
+    if header is None or "MOS" not in header:
+        return names
+    return [cells + ["" if score is None else repr(score)] for cells, (_, score) in zip(names, rows)]
+
+
+def write_original_split_dir(preset: str, directory, numbers=None, holdout_ratios=None,
+                             seed: int = DEFAULT_SEED) -> list[int]:
+    """Write the original splits of `preset` as `<dir>/<k>/train.csv`, `val.csv`, numbered as published
+    (AGIQA-1K from 0), with the name columns of the original files; returns the folder numbers written.
+
+    `holdout_ratios` (train, val, test): the three-way protocol on the original splits: each original
+    held-out part becomes `test.csv` and a seeded share val / (train + val) of the original training
+    rows becomes `val.csv`."""
+    originals = original_splits(preset)
+    chosen = list(numbers) if numbers else originals.numbers()
+    directory = Path(directory)
+    stale = [p for k, p in _numbered_dirs(directory) if k not in chosen and any(p.glob("*.csv"))]
+    if stale:
+        raise DataError(f"{stale[0]}: holds a split that is not one of {preset}'s folders {chosen}; choose an "
+                        "empty --out folder or delete the old one", kind="bad-option", path=stale[0])
+    header = _ORIGINAL_HEADERS[preset]
+    for k in chosen:
+        train, val = originals.sides(k)
+        parts = {"train": train, "val": val}
+        if holdout_ratios is not None:
+            ratio_train, ratio_val, _ = (float(r) for r in holdout_ratios)
+            order = np.random.default_rng([seed, k]).permutation(len(train))
+            carved = set(order[:round(len(train) * ratio_val / (ratio_train + ratio_val))].tolist())
+            parts = {"train": [r for i, r in enumerate(train) if i not in carved],
+                     "val": [r for i, r in enumerate(train) if i in carved], "test": val}
+        elif (directory / str(k) / "test.csv").exists():
+            (directory / str(k) / "test.csv").unlink()  # left by a three-way export, it would be read back
+        for part, rows in parts.items():
+            write_csv(directory / str(k) / f"{part}.csv", header, _original_rows(preset, rows))
+    return chosen

@@ -34,16 +34,19 @@ class ViewConfig:
             raise IpceError(f"--patches {self.patches}: must be at least 1")
 
 
+def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
+    """(width, height) after the adaptive resize: shorter side to `size` when either side is below it."""
+    if width >= size and height >= size:
+        return width, height
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
 def adaptive_resize(image: Image.Image, size: int) -> Image.Image:
     """Shorter side to `size` when either side is below it (aspect kept, bilinear); else unchanged."""
-    width, height = image.size
-    if width >= size and height >= size:
-        return image
-    if width <= height:
-        new = (size, int(size * height / width))
-    else:
-        new = (int(size * width / height), size)
-    return image.resize(new, Image.BILINEAR)
+    new = resized_size(*image.size, size)
+    return image if new == image.size else image.resize(new, Image.BILINEAR)
 
 
 # (x / 255 - mean) / std as one multiply-add: x * SCALE + SHIFT.
@@ -77,6 +80,22 @@ def crop_grid(height: int, width: int) -> tuple[int, int, int]:
     return (height - CROP) // stride + 1, (width - CROP) // stride + 1, stride
 
 
+def grid_positions(height: int, width: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """Top-left corners (top, left) of every 224x224 window at `stride` (default: the method's own,
+    `crop_grid`), row-major. Where the stride does not reach the last row or column a window flush
+    with that edge is added, so the windows always cover the image (the method's own windows,
+    `crop_positions`, are among them at its stride)."""
+    own = crop_grid(height, width)[2]  # also the size check
+    stride = own if stride is None else stride
+    if stride < 1:
+        raise IpceError(f"--stride {stride}: must be at least 1")
+
+    def starts(extent: int) -> list[int]:
+        found = list(range(0, extent - CROP + 1, stride))
+        return found if found[-1] == extent - CROP else found + [extent - CROP]
+    return [(top, left) for top in starts(height) for left in starts(width)]
+
+
 def crop_positions(height: int, width: int, patches: int, train: bool,
                    generator: torch.Generator | None = None) -> list[tuple[int, int]]:
     """Top-left corners of the selected windows, positions numbered row-major."""
@@ -106,3 +125,34 @@ def make_views(image: Image.Image, config: ViewConfig,
     positions = crop_positions(height, width, config.patches, config.train, generator)
     crops = torch.stack([tensor[:, top:top + CROP, left:left + CROP] for top, left in positions])
     return crops, global_view(tensor)
+
+
+# ----------------------------------------------------------------------------- tensor views
+# The evaluation views as tensor ops, differentiable to the pixels (the reward). Pillow's
+# bilinear resize is a triangle filter that widens its support when it shrinks an image;
+# F.interpolate(antialias=True) is the same filter, so the two differ only in Pillow's
+# 8-bit rounding of the resized image.
+
+def resize_pixels(pixels: torch.Tensor, size: int) -> torch.Tensor:
+    """The adaptive resize of a batch [B, 3, H, W] (bilinear, antialiased; unchanged when both
+    sides are at least `size`)."""
+    height, width = pixels.shape[-2:]
+    new_width, new_height = resized_size(width, height, size)
+    if (new_width, new_height) == (width, height):
+        return pixels
+    return F.interpolate(pixels, size=(new_height, new_width), mode="bilinear", align_corners=False, antialias=True)
+
+
+def tensor_views(pixels: torch.Tensor, config: ViewConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crops [B, P, 3, 224, 224], global views [B, 3, 224, 224]) of float pixels [B, 3, H, W] in
+    0..1, as `make_views` makes them in evaluation (no flip, evenly strided crops), with gradients."""
+    if pixels.ndim != 4 or pixels.shape[1] != 3:
+        raise IpceError(f"pixels of shape {tuple(pixels.shape)}: expected [B, 3, H, W]")
+    resized = resize_pixels(pixels, config.resize)
+    mean = torch.tensor(CLIP_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    tensor = (resized - mean) / std
+    height, width = tensor.shape[-2:]
+    positions = crop_positions(height, width, config.patches, train=False)
+    crops = torch.stack([tensor[:, :, top:top + CROP, left:left + CROP] for top, left in positions], dim=1)
+    return crops, F.interpolate(tensor, size=(CROP, CROP), mode="bilinear", align_corners=False)

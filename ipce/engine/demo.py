@@ -161,6 +161,54 @@ def defect_effects(defects: list[str], mos: list[float], scores: list[float]) ->
     return effects
 
 
+def demo_pictures(scorer, out: Path, seed: int = 0) -> dict:
+    """The two pictures of the README, from `scorer` (the demo's model) on freshly drawn pictures:
+    a quality map (`ipce explain`'s) of a picture of three stars whose left half carries noise, and a
+    contact sheet (`ipce rank --sheet`'s) of three prompts, each with five candidates: clean,
+    blurred, noisy, low-contrast, and one drawn with another colour than its prompt says.
+    Returns {"quality_map": png, "contact_sheet": png}."""
+    from ipce.datasets.sources import Record, generator_of
+    from ipce.datasets.synthetic import alter_attrs, degrade, make_prompt, prompt_text, render
+    from ipce.engine.rank import rank_records, ranking_sheet
+    from ipce.utils.io import atomic_file, write_csv
+    from ipce.utils.maps import render_quality_map
+
+    rng = np.random.default_rng(seed)
+    folder = out / "pictures"
+    candidates = folder / "candidates"
+    candidates.mkdir(parents=True, exist_ok=True)
+    records = []
+    for p in range(3):
+        prompt, attrs = make_prompt(rng)
+        clean = render(attrs, (400, 360), rng)
+        versions = {"clean": clean, "wrong-colour": render(alter_attrs(attrs, "colour", rng), (400, 360), rng)}
+        for kind in ("blur", "noise", "contrast"):
+            versions[kind] = degrade(clean, kind, 0.6, rng)[0]
+        for kind, image in versions.items():
+            path = candidates / f"p{p}_{kind}.png"
+            image.save(path)
+            records.append(Record(image=path.resolve(), prompt=prompt, target=None, name=path.name,
+                                  generator=generator_of(path.name)))
+    rows, _ = rank_records(scorer, records, progress=False)
+    sheet = out / "contact_sheet.png"
+    ranking_sheet(rows, sheet)
+    write_csv(folder / "ranked.csv", ["image", "prompt", "score", "rank"],
+              [[r.record.name, r.record.prompt, f"{r.score:.7f}", r.rank] for r in rows])
+
+    attrs = {"count": 3, "colour": "yellow", "shape": "star", "background": "blue"}
+    prompt = prompt_text(attrs)
+    picture = render(attrs, (640, 360), rng)
+    half = picture.crop((0, 0, 320, 360))
+    picture.paste(degrade(half, "blur", 0.9, rng)[0], (0, 0))
+    picture.save(folder / "half_noisy.png")
+    qmap = scorer.explain(folder / "half_noisy.png", prompt)
+    write_csv(folder / "half_noisy.csv", ["x", "y", "size", "score"], qmap.rows())
+    quality_map = out / "quality_map.png"
+    with atomic_file(quality_map) as tmp:
+        render_quality_map(picture, qmap).save(tmp, format="PNG")
+    return {"quality_map": str(quality_map), "contact_sheet": str(sheet)}
+
+
 @dataclass
 class DemoResult:
     summary: dict       # what summary.json holds: metrics, pair accuracy, the fresh set's figures, timing, run folder
@@ -195,9 +243,10 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
                          channels_last=recipe["channels_last"])
     accuracy, per_kind, rows = pair_table(scorer, run_dir, annotations)
     fresh = fresh_metrics(scorer, out, FRESH["quick" if quick else "full"], workers, progress)
+    pictures = demo_pictures(scorer, out)
     seconds = time.perf_counter() - started
     result = {"srcc": best["srcc"], "plcc": best["plcc"], "krcc": best["krcc"], "rmse": best["rmse"],
               "pair_accuracy": accuracy, "pair_accuracy_by_altered": per_kind, **fresh,
               "seconds": seconds, "best_epoch": best["epoch"], "quick": quick,
-              "images": recipe["n"], "held_out": len(rows), "run": str(run_dir)}
+              "images": recipe["n"], "held_out": len(rows), "run": str(run_dir), **pictures}
     return DemoResult(result, rows)

@@ -15,25 +15,36 @@ ScoreFn = Callable[[Batch], torch.Tensor]
 
 @torch.no_grad()
 def predict_loader(score_fn: ScoreFn, loader, desc: str = "eval", progress: bool = True,
-                   on_batch: Callable[[Batch, torch.Tensor], None] | None = None):
+                   on_batch: Callable[[Batch, torch.Tensor], None] | None = None, keep: bool = True,
+                   bar=None):
     """Run `score_fn` over every batch: (indices [N], scores [N, ...], errors, seconds).
 
     Unreadable samples (a tolerant dataset) come back in `errors` as (index, message);
-    `on_batch` sees each batch with its scores (e.g. to write results as they come).
+    `on_batch` sees every batch with its scores (none when no sample of it could be read), e.g.
+    to write results as they come; with `keep=False` nothing is kept (empty indices, scores and
+    errors: memory does not grow with the loader). `bar`: an open progress bar to advance by each
+    batch's sample count, instead of one made here over the loader's dataset.
     """
     indices, scores, errors = [], [], []
     start = time.perf_counter()
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
-    with tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False) as bar:
+    own = bar is None
+    if own:
+        bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+    try:
         for batch in loader:
-            errors.extend(batch.errors)
-            if len(batch):
-                out = score_fn(batch).float().cpu()
-                indices.append(batch.indices)
-                scores.append(out)
-                if on_batch is not None:
-                    on_batch(batch, out)
+            out = score_fn(batch).float().cpu() if len(batch) else torch.empty(0)
+            if keep:
+                errors.extend(batch.errors)
+                if len(batch):
+                    indices.append(batch.indices)
+                    scores.append(out)
+            if on_batch is not None:
+                on_batch(batch, out)
             bar.update(len(batch) + len(batch.errors))
+    finally:
+        if own:
+            bar.close()
     if scores:
         return torch.cat(indices), torch.cat(scores), errors, time.perf_counter() - start
     return torch.empty(0, dtype=torch.long), torch.empty(0), errors, time.perf_counter() - start

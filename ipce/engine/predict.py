@@ -1,9 +1,10 @@
-"""Scoring many records with a scorer: the records of an image folder, and the batched loop over
-loaders (one per distinct view config of the scorer's models) that skips unreadable images."""
+"""Scoring many records with a scorer: the records of an image folder, the plan of a resumable run,
+and the batched loop over loaders (one per distinct view config of the scorer's models) that
+streams each block's rows to a part file and skips unreadable images (ipce.engine.parts)."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ipce.errors import DataError, IpceError
@@ -45,22 +46,6 @@ def check_generators(scorer, records) -> None:
                             "(the part before the first '_', e.g. DALLE3_0001.png)")
 
 
-@dataclass
-class Prediction:
-    records: list               # every record asked for, in order
-    indices: list[int]          # positions of the scored records, ascending
-    scores: list[float]         # combined score of each scored record
-    per_model: list[list[float]]  # [M][len(indices)]
-    errors: list[tuple[int, str]]  # (record position, one-line problem) of unreadable images
-    seconds: float
-
-    def scored_targets(self) -> tuple[list[float], list[float]]:
-        """(scores, targets) of the scored records that carry a target, in record order."""
-        pairs = [(s, self.records[i].target) for i, s in zip(self.indices, self.scores)
-                 if self.records[i].target is not None]
-        return [s for s, _ in pairs], [t for _, t in pairs]
-
-
 class _AlignedLoaders:
     """Iterates loaders over the same records in the same order (one per view config) and
     hands back a copy of the first loader's batch with `views = {config: (crops, global_view)}`."""
@@ -77,30 +62,88 @@ class _AlignedLoaders:
             yield replace(batches[0], views={cfg: (b.crops, b.global_view) for cfg, b in zip(self.configs, batches)})
 
 
-def predict_records(scorer, records, batch_size: int = 16, workers: int = 2, progress: bool = True) -> Prediction:
-    """Score `records` with `scorer` (one loader per distinct view config); unreadable images are skipped."""
+@dataclass
+class Plan:
+    """What a run has to do, decided once (by rank 0) from the output's sidecar and part files."""
+    attempt: int = 0                 # the number of this run's part files
+    blocks: list[int] = field(default_factory=list)  # the blocks left to score, all ranks together
+    already: int = 0                 # records that had their row before this run (--resume)
+    cleared: bool = False            # a run without --resume removed an earlier run's part files
+    complete: dict | None = None     # --resume into a finished output: its sidecar (nothing to do)
+    error: str | None = None         # a one-line refusal, raised on every rank
+
+
+def plan_run(store, settings: dict, records: int, batch_size: int, resume: bool) -> Plan:
+    """Read (or, without --resume, reset) the output's state and write this run's settings."""
+    from ipce.engine.parts import Resumed, blocks_left, differing_setting
+
+    saved = store.read_settings() if resume else None
+    if saved is not None:
+        differs = differing_setting(saved.get("settings", {}), settings)
+        if differs:
+            return Plan(error=f"--resume into {store.out}: {differs}; pass the settings it was made with, or "
+                              "rerun without --resume to start over")
+        if saved.get("complete") and store.out.is_file() and not store.files():
+            return Plan(complete=saved)
+        found = store.scan(records)
+        cleared = False
+    else:
+        cleared = store.clear()
+        found = Resumed(attempt=0, done=bytearray(records), already=0)
+    store.write_settings(settings, complete=False)
+    return Plan(attempt=found.attempt, blocks=blocks_left(found.done, batch_size), already=found.already,
+                cleared=cleared)
+
+
+class RankBar:
+    """Rank 0's progress bar standing for all ranks: each image it scores counts `world` times."""
+
+    def __init__(self, bar, world: int):
+        self.bar, self.world = bar, world
+
+    def update(self, n: int) -> None:
+        self.bar.update(n * self.world)
+
+
+def score_blocks(scorer, records, blocks: list[int], batch_size: int, writer, workers: int = 2,
+                 bar=None) -> tuple[int, int, float]:
+    """Score the given blocks of `records` (block b: records b*batch_size ... (b+1)*batch_size - 1, one
+    batch), appending each block's rows to `writer` (a CsvAppender of ipce.engine.parts' columns) as it
+    finishes; unreadable images get a row with their problem. Returns (scored, unreadable, seconds)."""
     import torch
 
     from ipce.datasets.loader import ViewDataset, make_loader
     from ipce.engine.evaluate import predict_loader
+    from ipce.engine.parts import block_indices
+    from ipce.utils.stream import one_line
 
     records = list(records)
+    batches = [block_indices(b, batch_size, len(records)) for b in blocks]
     configs = scorer.view_configs
     loaders = [make_loader(ViewDataset(records, cfg, tolerant=True), batch_size, shuffle=False, workers=workers,
-                           device=scorer.device) for cfg in configs]
+                           device=scorer.device, batches=batches) for cfg in configs]
+    counts = [0, 0]
 
     def score_fn(batch) -> torch.Tensor:
+        # text features are cached within a block only: met first in another block, a prompt is encoded in
+        # other length groups and rounds differently, and a resumed or multi-process file would differ
+        for member in scorer.members:
+            member.model.text_cache.clear()
         chunk = [records[i] for i in batch.indices.tolist()]
         combined, per_model = scorer.score_views(batch.views, [r.prompt for r in chunk],
                                                  [r.generator for r in chunk])
         return torch.cat([combined[:, None], per_model.T], dim=1)
 
+    def write(batch, out: torch.Tensor) -> None:
+        blank = [""] * (1 + len(scorer.members))
+        rows = [[i, "", *map(repr, values)] for i, values in zip(batch.indices.tolist(), out.tolist())]
+        rows += [[i, one_line(problem), *blank] for i, problem in batch.errors]
+        writer.write_rows(sorted(rows, key=lambda row: row[0]))  # the whole block in one write
+        counts[0] += len(batch)
+        counts[1] += len(batch.errors)
+
     for member in scorer.members:
-        member.model.eval()  # text features are cached per prompt in eval mode
-    indices, out, errors, seconds = predict_loader(score_fn, _AlignedLoaders(loaders, configs), desc="predict",
-                                                   progress=progress)
-    order = indices.argsort()
-    indices, out = indices[order], out[order]
-    per_model = out[:, 1:].T.tolist() if len(out) else [[] for _ in scorer.members]
-    return Prediction(records, indices.tolist(), out[:, 0].tolist() if len(out) else [], per_model,
-                      sorted(errors), seconds)
+        member.model.eval()  # text features are cached per prompt in eval mode (here: per block)
+    _, _, _, seconds = predict_loader(score_fn, _AlignedLoaders(loaders, configs), desc="predict", on_batch=write,
+                                      keep=False, progress=bar is not None, bar=bar)
+    return counts[0], counts[1], seconds

@@ -26,9 +26,10 @@ from ipce.engine.evaluate import metrics_of, predict_loader
 from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone
 from ipce.models.checkpoint import save_checkpoint
-from ipce.models.correspondence import CorrespondenceScorer
+from ipce.models.correspondence import LEVELS, TEMPLATE, CorrespondenceScorer
 from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
 from ipce.models.speed import apply_speed_options
+from ipce.utils.distributed import dist_info, gather, is_main, setup_distributed
 from ipce.utils.io import save_torch, write_csv, write_text
 from ipce.utils.metrics import with_current_names
 from ipce.utils.precision import autocast
@@ -49,38 +50,6 @@ def schedule_positions(epochs: int, t_max: int) -> list[int]:
 
 def epoch_lrs(epochs: int, base_lr: float, t_max: int) -> list[float]:
     return [base_lr * (1 + math.cos(math.pi * t / t_max)) / 2 for t in schedule_positions(epochs, t_max)]
-
-
-# ---------------------------------------------------------------------------- distributed
-def dist_info() -> tuple[int, int, int]:
-    """(rank, world size, local rank) from torchrun's environment; (0, 1, 0) otherwise."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def setup_distributed(config: TrainConfig) -> torch.device:
-    from ipce.utils.device import resolve_device
-
-    rank, world, local = dist_info()
-    device = torch.device(resolve_device(config.device))  # auto: cuda when available, else cpu
-    if device.type == "cuda":
-        device = torch.device("cuda", local if world > 1 else (device.index or 0))
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return device
-
-
-def is_main() -> bool:
-    return dist_info()[0] == 0
-
-
-def gather(obj):
-    """Every rank's object, in rank order (just [obj] without DDP)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 # ---------------------------------------------------------------------------- data
@@ -197,7 +166,8 @@ def make_splits(config: TrainConfig, records):
 def build_model(config: TrainConfig, device: torch.device) -> tuple[CorrespondenceScorer, dict]:
     """(the scorer around the run's backbone, the backbone's open_clip config)."""
     clip, model_config, _ = load_backbone(config.backbone, config.weights)
-    model = CorrespondenceScorer(clip).to(device)
+    # the texts' template and levels are saved with the weights (save_checkpoint reads them off the model)
+    model = CorrespondenceScorer(clip, template=config.template or TEMPLATE, levels=config.levels or LEVELS).to(device)
     if config.grad_checkpointing:
         clip.set_grad_checkpointing(True)
     return model, model_config
@@ -409,7 +379,7 @@ def default_out(config: TrainConfig) -> Path:
 
 def run(config: TrainConfig) -> dict:
     """Train every selected split and write the summary; returns the summary."""
-    device = setup_distributed(config)
+    device = setup_distributed(config.device)
     out = Path(config.out) if config.out else default_out(config)
     if config.resume:
         saved = out / "config.json"

@@ -112,6 +112,14 @@ def score_from_probs(probs: torch.Tensor) -> torch.Tensor:
     return (expected - 1) / (k - 1) * 5
 
 
+def probs_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """q = (softmax(mean of the crops' logits) + softmax(the global view's logits)) / 2, [B, K],
+    for logits [B, P+1, K] ordered crops then global view (DESIGN.md section 1, step 4)."""
+    q_patch = logits[:, :-1].mean(dim=1).softmax(dim=-1)
+    q_glob = logits[:, -1].softmax(dim=-1)
+    return (q_patch + q_glob) / 2
+
+
 class CorrespondenceScorer(nn.Module):
     """A CLIP model that scores (image views, prompt) pairs on 0..5.
 
@@ -224,9 +232,13 @@ class CorrespondenceScorer(nn.Module):
         """Normalized features [B, P+1, D]: the P crops then the global view, encoded together
         (in calls of at most `image_chunk` views when no gradients are needed)."""
         batch, patches = crops.shape[:2]
+        views = torch.cat([crops, global_view[:, None].to(crops.dtype)], dim=1).flatten(0, 1)
+        return self.encode_views(views).view(batch, patches + 1, -1)
+
+    def encode_views(self, views: torch.Tensor) -> torch.Tensor:
+        """Normalized features [N, D] of views [N, 3, 224, 224]."""
         # views cast to the image tower's dtype, so a tower cast to bfloat16 still takes fp32 views
-        dtype = self.clip.visual.conv1.weight.dtype
-        views = torch.cat([crops.to(dtype), global_view[:, None].to(dtype)], dim=1).flatten(0, 1)
+        views = views.to(self.clip.visual.conv1.weight.dtype)
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         chunk = self.image_chunk
@@ -236,7 +248,7 @@ class CorrespondenceScorer(nn.Module):
             feats = torch.cat([self.clip.encode_image(part) for part in views.split(chunk)])
         else:
             feats = self.clip.encode_image(views)
-        return F.normalize(feats.float(), dim=-1).view(batch, patches + 1, -1)
+        return F.normalize(feats.float(), dim=-1)
 
     # -- scores --------------------------------------------------------------------------
     def level_probs(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
@@ -246,11 +258,18 @@ class CorrespondenceScorer(nn.Module):
         to ~3 digits, times a logit scale of 100) moves bf16 scores by ~0.008 on 0..5, four times
         the error of bf16 image features. The cost is negligible (B x (P+1) x K dot products)."""
         with torch.autocast(image_feats.device.type, enabled=False):
-            logits = self.clip.logit_scale.exp().float() * torch.einsum("bvd,bkd->bvk", image_feats.float(),
-                                                                          text_feats.float())
-            q_patch = logits[:, :-1].mean(dim=1).softmax(dim=-1)
-            q_glob = logits[:, -1].softmax(dim=-1)
-            return (q_patch + q_glob) / 2
+            return probs_from_logits(self.similarities(image_feats, text_feats))
+
+    def similarities(self, image_feats: torch.Tensor, text_feats: torch.Tensor) -> torch.Tensor:
+        """Logits [B, V, K] = exp(logit_scale) * cos(view, level text), in fp32 (see `level_probs`)."""
+        with torch.autocast(image_feats.device.type, enabled=False):
+            return self.clip.logit_scale.exp().float() * torch.einsum("bvd,bkd->bvk", image_feats.float(),
+                                                                        text_feats.float())
+
+    @property
+    def needs_prompt(self) -> bool:
+        """False for a prompt-free model: its template has no `{prompt}` (e.g. "a photo of {level} quality")."""
+        return "{prompt}" in self.template
 
     def forward(self, crops: torch.Tensor, global_view: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Scores [B] on 0..5 for crops [B, P, 3, 224, 224], global views [B, 3, 224, 224]."""

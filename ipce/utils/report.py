@@ -21,6 +21,7 @@ __all__ = [
     "PAPER_LABEL",
     "draw_scatter",
     "plot_learning_curves",
+    "plot_reproduction",
     "plot_scatter",
     "split_table",
 ]
@@ -247,5 +248,47 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return _save_png(fig, path)
+
+
+def plot_reproduction(rows: list[dict], path, title: str = "") -> Path:
+    """Ours against the paper's, one line per row, SRCC and PLCC side by side: each split's value
+    (grey dots), our mean ± std over splits (blue, with the std as a bar) and the paper's value (red
+    diamond; none for a row the paper does not report). `rows`: dicts with ``label``, ``srcc`` and
+    ``plcc`` (per-split values) and ``paper`` ((srcc, plcc) or None). Saves a PNG atomically."""
+    height = 1.2 + 0.45 * len(rows)
+    fig = _new_figure((10, height))
+    positions = np.arange(len(rows))[::-1]
+    for panel, (key, name) in enumerate((("srcc", "SRCC"), ("plcc", "PLCC"))):
+        ax = fig.add_subplot(1, 2, panel + 1)
+        shown: set[str] = set()
+
+        def once(label: str) -> str | None:  # each legend entry once per panel
+            if label in shown:
+                return None
+            shown.add(label)
+            return label
+
+        for y, row in zip(positions, rows):
+            values = np.asarray([v for v in row[key] if v is not None and math.isfinite(v)], dtype=np.float64)
+            if values.size:
+                ax.scatter(values, np.full(values.size, y + 0.12), s=12, color="tab:gray", alpha=0.7,
+                           label=once("each split"))
+                std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+                ax.errorbar(values.mean(), y, xerr=std, fmt="o", color="tab:blue", capsize=3,
+                            label=once("ours: mean ± std"))
+            if row.get("paper"):
+                ax.scatter(row["paper"][panel], y - 0.12, marker="D", s=28, color="tab:red", label=once(PAPER_LABEL))
+        ax.set_yticks(positions)
+        ax.set_yticklabels([r["label"] for r in rows] if panel == 0 else [""] * len(rows), fontsize=8)
+        ax.set_ylim(-0.7, len(rows) - 0.3)
+        ax.set_xlabel(name)
+        ax.grid(True, axis="x", alpha=0.3)
+        if panel == 1:
+            ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.25 / max(height / 4, 1)), ncol=3, fontsize=8,
+                      frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return _save_png(fig, path)

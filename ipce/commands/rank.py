@@ -1,0 +1,83 @@
+"""`ipce rank --checkpoint CKPT --images DIR (--prompt TEXT | --prompts FILE) --out ranked.csv`:
+the images of each prompt ranked best first (Scorer.rank), `image,prompt,score,rank`, optionally
+only the best `--top K` of each and a contact sheet (`--sheet PNG`). Unreadable images are left
+out and listed in <out stem>.errors.csv; then the exit status is 3 (partial results)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_device_argument, add_precision_argument,
+                                 add_progress_argument, add_prompt_source_arguments, add_weights_argument,
+                                 records_from_args, resolve_device)
+from ipce.errors import IpceError
+
+SHEET_COLUMNS = 10  # thumbnails per prompt on the sheet without --top
+
+
+def add_rank_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_TERMS)
+    add_weights_argument(p)
+    p.add_argument("--images", required=True, metavar="DIR", help="folder of the candidate images")
+    add_prompt_source_arguments(p)
+    p.add_argument("--out", default="ranked.csv", help="CSV of image,prompt,score,rank")
+    p.add_argument("--top", type=int, default=None, metavar="K", help="keep the best K images of each prompt")
+    p.add_argument("--sheet", default=None, metavar="PNG",
+                   help=f"also draw a contact sheet: per prompt its images in rank order, the score under each "
+                        f"(the best --top, else the best {SHEET_COLUMNS})")
+    p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
+    p.add_argument("--patches", type=int, default=None, help="evaluation crops (default: checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
+    add_device_argument(p)
+    add_precision_argument(p)
+    add_progress_argument(p)
+
+
+def _records(args, scorer):
+    """The records of the flags; without --prompt and --prompts, every image of --images with no
+    prompt, for a prompt-free checkpoint (a prompt-aware one: a one-line error)."""
+    if args.prompt is not None or args.prompts is not None:
+        return records_from_args(args)[0]
+    scorer.prompts_for(None, 1)
+    from dataclasses import replace
+
+    from ipce.engine.predict import folder_records
+
+    return [replace(r, prompt="") for r in folder_records(args.images, "no prompt")]
+
+
+def rank_command(args: argparse.Namespace) -> int:
+    from ipce.api import load_scorer
+    from ipce.engine.rank import rank_records, ranking_sheet
+    from ipce.utils.io import write_csv
+
+    if args.top is not None and args.top < 1:
+        raise IpceError(f"--top {args.top}: must be at least 1")
+    if args.batch_size < 1:
+        raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
+    out = Path(args.out)
+    if out.is_dir():
+        raise IpceError(f"--out {out}: a folder; give a CSV file name")
+    scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize,
+                         patches=args.patches, precision=args.precision, batch_size=args.batch_size,
+                         weights=args.weights)
+    records = _records(args, scorer)
+    if not records:
+        raise IpceError(f"{args.prompts or args.images}: no images listed")
+    rows, errors = rank_records(scorer, records, args.top, progress=not args.no_progress)
+    write_csv(out, ["image", "prompt", "score", "rank"],
+              [[r.record.name, r.record.prompt, f"{r.score:.7f}", r.rank] for r in rows])
+    prompts = len({r.prompt for r in records})
+    print(f"ranked {len(records) - len(errors)} images of {prompts} prompt(s) -> {out}")
+    errors_path = out.with_name(f"{out.stem}.errors.csv")
+    if errors:
+        write_csv(errors_path, ["path", "problem"], [[str(rec.image), problem] for rec, problem in errors])
+        print(f"skipped {len(errors)} unreadable image(s), listed in {errors_path}; first: {errors[0][1]}",
+              file=sys.stderr)
+    else:
+        errors_path.unlink(missing_ok=True)  # a list from an earlier run would now be wrong
+    if args.sheet:
+        ranking_sheet(rows, args.sheet, columns=args.top or SHEET_COLUMNS)
+        print(f"contact sheet: {args.sheet}")
+    return EXIT_PARTIAL if errors else 0

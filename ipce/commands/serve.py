@@ -1,0 +1,90 @@
+"""`ipce serve`: load the scorer once and serve a web page (Gradio) and a JSON API (`POST
+/api/score`, `GET /api/health`, OpenAPI docs at `/docs`) from one process, on 127.0.0.1 unless
+--host says otherwise. Requests from many clients are scored in shared batches (up to
+--batch-size images, waiting at most --max-wait-ms for more). Needs the serve extra:
+`pip install "ipce[serve]"`. The app is ipce.engine.serve_api; this module reads the flags."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from ipce.commands.flags import (CHECKPOINT_TERMS, add_combine_argument, add_device_argument, add_precision_argument,
+                                 add_weights_argument, resolve_device)
+from ipce.errors import IpceError
+
+EXTRA = 'pip install "ipce[serve]"'
+DEFAULT_MAX_UPLOAD_MB = 32  # ipce.engine.serve_api.DEFAULT_MAX_UPLOAD_MB, not imported: it needs the extra
+
+
+def add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+                   help=f"{CHECKPOINT_TERMS}; repeat to ensemble")
+    add_weights_argument(p)
+    add_combine_argument(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on; 0.0.0.0 serves every network the machine is on")
+    p.add_argument("--port", type=int, default=7860, metavar="PORT", help="port to listen on (0: any free port)")
+    add_device_argument(p)
+    add_precision_argument(p)
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="most images scored in one batch (default: 16)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
+                   help="how long a batch waits for more images before it is scored")
+    p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
+                   help="largest request body (API) and uploaded file (page), in MB")
+    p.add_argument("--no-page", action="store_true", help="the JSON API only, no Gradio page")
+
+
+def _validate(args) -> None:
+    if not 0 <= args.port <= 65535:
+        raise IpceError(f"--port {args.port}: must be 0..65535")
+    if args.batch_size < 1:
+        raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
+    if args.max_wait_ms < 0:
+        raise IpceError(f"--max-wait-ms {args.max_wait_ms:g}: must be 0 or more")
+    if args.max_upload_mb <= 0:
+        raise IpceError(f"--max-upload-mb {args.max_upload_mb:g}: must be more than 0")
+
+
+def _require_extra(page: bool) -> None:
+    """A one-line error naming the extra when a library of it is not installed."""
+    missing = []
+    for module in ("fastapi", "uvicorn", "python_multipart") + (("gradio",) if page else ()):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise IpceError(f"ipce serve needs {', '.join(missing)}, not installed: {EXTRA}")
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    _validate(args)
+    _require_extra(page=not args.no_page)
+    from ipce.api import load_scorer
+    from ipce.engine.serve_api import build_app, listen, make_server
+
+    sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
+    device = resolve_device(args.device)
+    scorer = load_scorer(args.checkpoint, device=device, combine=args.combine, precision=args.precision,
+                         batch_size=args.batch_size, weights=args.weights)
+    app = build_app(scorer, args.checkpoint, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                    max_wait=args.max_wait_ms / 1000, page=not args.no_page)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log = logging.getLogger("ipce.serve")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    host, port = sock.getsockname()[:2]
+    shown = f"[{host}]" if ":" in host else host
+    lo, hi = scorer.scale
+    print(f"serving {', '.join(map(str, args.checkpoint))} on {device} ({args.precision}), scores on {lo:g}..{hi:g}: "
+          f"http://{shown}:{port}/ (page{'' if not args.no_page else ' off'}), POST /api/score, GET /api/health, "
+          "/docs; Ctrl+C stops", flush=True)
+    try:
+        make_server(app).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down: the usual way to stop
+        print("stopped", flush=True)
+    finally:
+        app.state.batcher.close()
+    return 0

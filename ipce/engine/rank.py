@@ -1,0 +1,51 @@
+"""Best of N: the images of each prompt ranked with `Scorer.rank`, unreadable ones set aside,
+and the contact sheet of the ranking."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ipce.datasets.images import image_problem
+
+
+@dataclass
+class RankedRow:
+    record: object  # ipce.datasets.sources.Record
+    score: float
+    rank: int       # 1 = best within its prompt
+
+
+def rank_records(scorer, records, top: int | None = None, progress: bool = True) -> tuple[list[RankedRow], list]:
+    """(rows grouped by prompt in first-seen order, best first within each, the first `top` of each;
+    [(record, problem)] of the images that could not be read, left out of the ranking)."""
+    from tqdm.auto import tqdm
+
+    by_prompt: dict[str, list] = {}
+    for record in records:
+        by_prompt.setdefault(record.prompt, []).append(record)
+    rows, errors = [], []
+    with tqdm(total=len(records), desc="rank", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+        for prompt, group in by_prompt.items():
+            readable = []
+            for record in group:
+                problem = image_problem(record.image)
+                if problem:
+                    errors.append((record, problem))
+                else:
+                    readable.append(record)
+            ranked = scorer.rank([r.image for r in readable], prompt or None) if readable else []
+            rows += [RankedRow(readable[item.index], item.score, item.rank) for item in ranked[:top]]
+            bar.update(len(group))
+    return rows, errors
+
+
+def ranking_sheet(rows: list[RankedRow], path, columns: int = 10) -> None:
+    """A contact sheet: per prompt a row of its first `columns` images in rank order, score under each."""
+    from ipce.datasets.images import open_rgb
+    from ipce.utils.sheet import contact_sheet
+
+    by_prompt: dict[str, list[RankedRow]] = {}
+    for row in rows:
+        by_prompt.setdefault(row.record.prompt, []).append(row)
+    sheet = [(prompt or "(no prompt)", [(open_rgb(r.record.image), f"#{r.rank}  {r.score:.2f}") for r in ranked[:columns]])
+             for prompt, ranked in by_prompt.items()]
+    contact_sheet(sheet, path)

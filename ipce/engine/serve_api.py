@@ -1,0 +1,285 @@
+"""The ASGI app of `ipce serve`: a JSON API (`POST /api/score`, `GET /api/health`, OpenAPI docs at
+`/docs`) and, mounted at `/`, the Gradio page (ipce.engine.serve_page). One Batcher owns the scorer.
+
+Uploads are decoded from the request's bytes with the checks every ipce image gets
+(ipce.datasets.images.open_rgb: not an image, truncated, decompression bomb, ...); no path named by a
+request is ever read. Every bad request is a 4xx with `{"error": "<one line>"}`, and one line per
+request is logged (logger `ipce.serve`): method, path, status, images, milliseconds."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from ipce.datasets.images import open_rgb
+from ipce.datasets.sources import generator_of
+from ipce.engine.serve_batch import Batcher
+from ipce.errors import DataError, IpceError
+
+log = logging.getLogger("ipce.serve")
+
+DEFAULT_MAX_UPLOAD_MB = 32
+SCORE_FIELDS = ("images", "prompt", "prompts", "names")  # `names`: JSON only; multipart files carry their own
+
+
+class RequestError(Exception):
+    """A bad request: its HTTP status and the one-line message sent back as {"error": ...}."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = " ".join(message.split())
+
+
+@dataclass
+class Upload:
+    """One image of a request: its bytes and how messages name it (`images[2] (cat.png)`)."""
+    data: bytes
+    label: str
+    name: str | None = None
+
+
+def decode_upload(upload: Upload) -> Image.Image:
+    """The upload as an RGB image, or a RequestError (422) naming it. The bytes go through
+    `open_rgb` from a private temporary file, so an upload gets exactly the checks a file gets."""
+    with tempfile.NamedTemporaryFile(prefix="ipce-upload-", suffix=".img") as tmp:
+        tmp.write(upload.data)
+        tmp.flush()
+        try:
+            return open_rgb(tmp.name)
+        except DataError as exc:
+            raise RequestError(422, exc.message.replace(tmp.name, upload.label)) from None
+
+
+# ----------------------------------------------------------------------------- reading a request
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) as soon as it passes `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise RequestError(413, f"request body of {int(declared):,} bytes is over the upload limit of {limit:,} "
+                                "bytes (ipce serve --max-upload-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise RequestError(413, f"request body is over the upload limit of {limit:,} bytes "
+                                    "(ipce serve --max-upload-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _prompts(prompt, prompts, count: int) -> list[str]:
+    """One prompt per image from `prompt` (for all) or `prompts` (one each)."""
+    if prompt is not None and prompts is not None:
+        raise RequestError(400, "give prompt (one for all images) or prompts (one per image), not both")
+    if prompt is None and prompts is None:
+        raise RequestError(400, "prompt: missing; give prompt (one for all images) or prompts (one per image)")
+    given = [prompt] * count if prompt is not None else prompts
+    if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
+        raise RequestError(400, "prompts: must be a list of strings, one per image")
+    if len(given) != count:
+        raise RequestError(400, f"got {count} images but {len(given)} prompts: give one prompt or one per image")
+    if any(not p.strip() for p in given):
+        raise RequestError(400, "prompt: empty; give the prompt the images were generated from")
+    return given
+
+
+def _json_request(body: bytes) -> tuple[list[Upload], list[str]]:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RequestError(400, f"body: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise RequestError(400, 'body: expected a JSON object {"images": [...], "prompt": "..."}')
+    unknown = sorted(set(data) - set(SCORE_FIELDS))
+    if unknown:
+        raise RequestError(400, f"unknown field {unknown[0]!r}; expected {', '.join(SCORE_FIELDS)}")
+    images = data.get("images")
+    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
+        raise RequestError(400, "images: missing or empty; give a list of base64-encoded PNG/JPEG files")
+    names = data.get("names")
+    if names is not None and (not isinstance(names, list) or len(names) != len(images)
+                              or not all(isinstance(n, str) for n in names)):
+        raise RequestError(400, "names: must be a list of file names, one per image")
+    uploads = []
+    for i, text in enumerate(images):
+        name = names[i] if names else None
+        label = f"images[{i}]" + (f" ({name})" if name else "")
+        if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
+            text = text.split(",", 1)[1]
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError):
+            raise RequestError(400, f"{label}: not base64; send each image file base64-encoded") from None
+        uploads.append(Upload(raw, label, name))
+    return uploads, _prompts(data.get("prompt"), data.get("prompts"), len(uploads))
+
+
+async def _form_request(request: Request, body: bytes, limit: int) -> tuple[list[Upload], list[str]]:
+    async def replay():  # the form parser reads the body we already read, limited
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=10_000, max_fields=10_000, max_part_size=limit)
+    except HTTPException as exc:
+        raise RequestError(400, f"body: malformed multipart form ({exc.detail})") from None
+    unknown = sorted(set(form.keys()) - {"images", "prompt", "prompts"})
+    if unknown:
+        raise RequestError(400, f"unknown field {unknown[0]!r}; expected images (files) and prompt or prompts")
+    uploads = []
+    for i, part in enumerate(form.getlist("images")):
+        if isinstance(part, str):
+            raise RequestError(400, f"images[{i}]: a text field; send each image as a file")
+        name = os.path.basename(part.filename or "") or None
+        uploads.append(Upload(await part.read(), f"images[{i}]" + (f" ({name})" if name else ""), name))
+    if not uploads:
+        raise RequestError(400, "images: no files; send each image as a file field named images")
+    texts = {key: form.getlist(key) for key in ("prompt", "prompts")}
+    if any(not isinstance(v, str) for values in texts.values() for v in values):
+        raise RequestError(400, "prompt: a file; send the prompt as a text field")
+    if len(texts["prompt"]) > 1:
+        raise RequestError(400, "prompt: given more than once; repeat prompts (one per image) instead")
+    prompt = texts["prompt"][0] if texts["prompt"] else None
+    return uploads, _prompts(prompt, texts["prompts"] or None, len(uploads))
+
+
+# ----------------------------------------------------------------------------- the app
+
+class RequestLog:
+    """ASGI middleware: one log line per HTTP request. The endpoint adds its image count to
+    `scope["ipce.log"]`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start, seen = time.perf_counter(), {"status": 500, "images": 0}
+        scope["ipce.log"] = seen
+
+        async def send_seen(message):
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_seen)
+        finally:
+            log.info("%s %s %d %d images %.1f ms", scope["method"], scope["path"], seen["status"], seen["images"],
+                     (time.perf_counter() - start) * 1000)
+
+
+SCORE_BODY = {  # the request body of POST /api/score, for the OpenAPI page
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
+            "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
+            "prompt": {"type": "string", "description": "one prompt for every image"},
+            "prompts": {"type": "array", "items": {"type": "string"}, "description": "one prompt per image"}}}},
+        "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
+            "images": {"type": "array", "items": {"type": "string", "format": "byte"},
+                       "description": "base64-encoded PNG/JPEG files"},
+            "prompt": {"type": "string"}, "prompts": {"type": "array", "items": {"type": "string"}},
+            "names": {"type": "array", "items": {"type": "string"},
+                      "description": "file names (a model with --prompt-prefix generator reads them)"}}}},
+    },
+}
+
+
+def health(scorer, checkpoints) -> dict:
+    lo, hi = scorer.scale
+    return {"model": " + ".join(str(m.meta.get("backbone", "?")) for m in scorer.members),
+            "checkpoints": [str(c) for c in checkpoints], "combine": scorer.combine,
+            "device": str(scorer.device), "precision": scorer.precision, "scale": [lo, hi],
+            "batch_size": scorer.batch_size}
+
+
+def build_app(scorer, checkpoints, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20, max_wait: float = 0.005,
+              page: bool = True) -> FastAPI:
+    """The API (and the page, unless `page=False`) over `scorer`; `app.state.batcher` owns the scorer."""
+    app = FastAPI(title="ipce", version="1", description="AIGC image quality by image-prompt correspondence: "
+                  "scores of images against the prompt they were generated from, on the model's scale.")
+    batcher = Batcher(scorer, max_wait=max_wait)
+    app.state.batcher = batcher
+
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError):
+        return JSONResponse({"error": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/api/health", summary="the model, device, precision and score scale")
+    async def get_health():
+        return health(scorer, checkpoints)
+
+    @app.post("/api/score", summary="score images against their prompt", openapi_extra={"requestBody": SCORE_BODY},
+              responses={200: {"description": '{"scores": [...]}, in request order'},
+                         "4XX": {"description": '{"error": "<one line>"}'}})
+    async def post_score(request: Request):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind not in ("multipart/form-data", "application/json", "application/x-www-form-urlencoded"):
+            raise RequestError(415, f"content type {kind or 'missing'}: send multipart/form-data (files in images) "
+                                    'or application/json ({"images": [base64...], "prompt": "..."})')
+        body = await _body(request, max_upload_bytes)
+        if kind == "application/json":
+            uploads, prompts = _json_request(body)
+        else:
+            uploads, prompts = await _form_request(request, body, max_upload_bytes)
+        request.scope.get("ipce.log", {})["images"] = len(uploads)
+        images = await run_in_threadpool(lambda: [decode_upload(u) for u in uploads])
+        futures = [batcher.score(im, p, generator_of(u.name) if u.name else None)
+                   for im, p, u in zip(images, prompts, uploads)]
+        try:
+            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+        except IpceError as exc:  # e.g. a generator-prefixed model and a file name without a generator
+            raise RequestError(400, str(exc)) from None
+        return {"scores": scores}
+
+    if page:
+        from ipce.engine.serve_page import mount_page
+
+        mount_page(app, batcher, max_upload_bytes)
+    app.add_middleware(RequestLog)
+    return app
+
+
+# ----------------------------------------------------------------------------- the server
+
+def listen(host: str, port: int):
+    """A socket bound to host:port (port 0: a free one), or an IpceError naming --host/--port."""
+    import socket
+
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)  # listening now: a second server on the port fails here, not after loading the model
+    except OSError as exc:
+        raise IpceError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+                        "choose another --port") from None
+    return sock
+
+
+def make_server(app, log_level: str = "warning"):
+    """A uvicorn server for `app`; `.run(sockets=[listen(...)])` serves until `.should_exit`. Uvicorn's
+    own access log is off: RequestLog writes the one line per request."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, access_log=False, log_level=log_level, timeout_graceful_shutdown=5))

@@ -1,0 +1,99 @@
+"""The Gradio page of `ipce serve`, mounted at `/` of the API's app: upload images, type the prompt,
+see each score, the images ranked (Scorer.rank) and the quality map of a chosen one
+(Scorer.explain). Every model call runs on the Batcher's thread; uploads are decoded as the API
+decodes them, and a bad one is named in the page's message while the others are scored."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page calls nothing outside the machine
+
+import gradio as gr  # noqa: E402
+
+from ipce.api import render_quality_map  # noqa: E402
+from ipce.engine.serve_api import RequestError, Upload, decode_upload  # noqa: E402
+
+# system fonts only: the default theme would fetch its font from the web
+THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                          font_mono=["ui-monospace", "monospace"])
+HEADERS = ["rank", "image", "score"]
+
+
+def _decoded(files) -> tuple[list, list[str], list[str]]:
+    """(images, their names, one message per unusable upload) from the page's uploaded files."""
+    images, names, problems = [], [], []
+    for i, path in enumerate(files or []):
+        name = Path(path).name
+        try:
+            images.append(decode_upload(Upload(Path(path).read_bytes(), name, name)))
+            names.append(name)
+        except RequestError as exc:
+            problems.append(exc.message)
+    return images, names, problems
+
+
+def build_page(batcher) -> gr.Blocks:
+    scorer = batcher.scorer
+    lo, hi = scorer.scale
+
+    def score(files, prompt):
+        images, names, problems = _decoded(files)
+        empty = (gr.update(value=[]), [], gr.update(choices=[], value=None), None, None)
+        if not files:
+            return ("Upload one or more images.", *empty)
+        if not (prompt or "").strip():
+            return ("Type the prompt the images were generated from.", *empty)
+        if not images:
+            return ("\n\n".join(f"**Not scored:** {p}" for p in problems), *empty)
+        try:
+            ranked = batcher.call(lambda: scorer.rank(images, prompt)).result()
+        except Exception as exc:  # shown, not raised: the page stays usable
+            return (f"**Error:** {' '.join(str(exc).split())}", *empty)
+        rows = [[r.rank, names[r.index], f"{r.score:.4f}"] for r in ranked]
+        gallery = [(r.image, f"{r.rank}. {names[r.index]}: {r.score:.4f}") for r in ranked]
+        lines = [f"Scored {len(images)} image(s) against the prompt, on {lo:g}..{hi:g}; best first."]
+        lines += [f"**Not scored:** {p}" for p in problems]
+        best = names[ranked[0].index]
+        state = {"images": dict(zip(names, images)), "prompt": prompt}
+        return ("\n\n".join(lines), rows, gallery, gr.update(choices=[names[r.index] for r in ranked], value=best),
+                state, None)
+
+    def quality_map(choice, state):
+        if not state or choice not in state["images"]:
+            raise gr.Error("Score the images first, then choose one.")
+        image = state["images"][choice]
+        try:
+            qmap = batcher.call(lambda: scorer.explain(image, state["prompt"])).result()
+        except Exception as exc:
+            raise gr.Error(" ".join(str(exc).split())) from None
+        return render_quality_map(image, qmap)
+
+    with gr.Blocks(title="ipce: image-prompt correspondence") as page:
+        gr.Markdown(f"## ipce: how well do the images match their prompt?\nScores on {lo:g}..{hi:g} "
+                    f"(higher is better), model {' + '.join(str(m.meta.get('backbone', '?')) for m in scorer.members)}"
+                    f" on {scorer.device}. The JSON API: [/docs](/docs).")
+        with gr.Row():
+            with gr.Column():
+                files = gr.File(file_count="multiple", file_types=["image"], label="Images", elem_id="images")
+                prompt = gr.Textbox(label="Prompt", placeholder="the prompt the images were generated from",
+                                    elem_id="prompt")
+                button = gr.Button("Score", variant="primary", elem_id="score")
+                message = gr.Markdown(elem_id="message")
+                table = gr.Dataframe(headers=HEADERS, label="Scores, best first", interactive=False,
+                                     elem_id="scores")
+            with gr.Column():
+                gallery = gr.Gallery(label="Ranked, best first", columns=3, height=320, elem_id="ranked")
+                choice = gr.Dropdown(label="Quality map of", choices=[], elem_id="choice")
+                show = gr.Button("Show quality map", elem_id="show-map")
+                qmap = gr.Image(label="Quality map: each 224 px crop's score", type="pil", elem_id="map")
+        state = gr.State()
+        button.click(score, [files, prompt], [message, table, gallery, choice, state, qmap])
+        show.click(quality_map, [choice, state], qmap)
+    return page
+
+
+def mount_page(app, batcher, max_upload_bytes: int) -> None:
+    """The page at `/` of `app`, its uploads limited to `max_upload_bytes` each."""
+    gr.mount_gradio_app(app, build_page(batcher), path="/", max_file_size=max_upload_bytes, theme=THEME,
+                        ssr_mode=False)

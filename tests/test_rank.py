@@ -1,0 +1,107 @@
+"""Best of N: `Scorer.rank` and `ipce rank` order the images as sorting `ipce predict`'s scores does,
+within each prompt; --top, the contact sheet, unreadable images."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+from PIL import Image
+
+import ipce
+from ipce.cli import main
+from tests.conftest import random_image, tiny_checkpoint
+
+FAST = ["--resize", "224", "--patches", "2"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    return tiny_checkpoint(tmp_path_factory.mktemp("rank") / "m.safetensors", seed=4)
+
+
+def save_images(folder, count: int) -> list:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        paths.append(folder / f"gen_{i}.png")
+        random_image(96 + 8 * i, 80, seed=30 + i).save(paths[-1])
+    return paths
+
+
+def read_rows(path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def predicted(checkpoint, folder, tmp_path, prompt_flags) -> list[dict]:
+    out = tmp_path / "predict.csv"
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(folder), *prompt_flags, "--out", str(out),
+                 "--workers", "0", "--no-progress", *FAST]) == 0
+    return read_rows(out)
+
+
+def test_rank_orders_as_sorting_predicts_scores_and_draws_a_sheet(checkpoint, tmp_path):
+    save_images(tmp_path / "imgs", 5)
+    expected = sorted(predicted(checkpoint, tmp_path / "imgs", tmp_path, ["--prompt", "a red car"]),
+                      key=lambda r: -float(r["score"]))
+    out, sheet = tmp_path / "ranked.csv", tmp_path / "sheet.png"
+    assert main(["rank", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"), "--prompt", "a red car",
+                 "--out", str(out), "--sheet", str(sheet), "--no-progress", *FAST]) == 0
+    rows = read_rows(out)
+    assert list(rows[0]) == ["image", "prompt", "score", "rank"]
+    assert [r["image"] for r in rows] == [r["image"] for r in expected]
+    assert [float(r["score"]) for r in rows] == pytest.approx([float(r["score"]) for r in expected], abs=1e-5)
+    assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4, 5] and {r["prompt"] for r in rows} == {"a red car"}
+    with Image.open(sheet) as drawn:
+        assert drawn.format == "PNG" and drawn.width > 5 * 100  # a row of five thumbnails
+
+
+def test_ranks_within_each_prompt_and_keeps_the_top(checkpoint, tmp_path):
+    paths = save_images(tmp_path / "imgs", 6)
+    prompts = tmp_path / "prompts.csv"
+    with prompts.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image", "prompt"])
+        writer.writerows([(p.name, "a cat" if i % 2 else "a boat") for i, p in enumerate(paths)])
+    scores = {r["image"]: float(r["score"]) for r in predicted(checkpoint, tmp_path / "imgs", tmp_path,
+                                                              ["--prompts", str(prompts)])}
+    out = tmp_path / "ranked.csv"
+    assert main(["rank", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"), "--prompts", str(prompts),
+                 "--top", "2", "--out", str(out), "--sheet", str(tmp_path / "s.png"), "--no-progress", *FAST]) == 0
+    rows = read_rows(out)
+    for prompt, names in (("a boat", ["gen_0.png", "gen_2.png", "gen_4.png"]),
+                          ("a cat", ["gen_1.png", "gen_3.png", "gen_5.png"])):
+        mine = [r for r in rows if r["prompt"] == prompt]
+        best = sorted(names, key=lambda n: -scores[n])[:2]
+        assert [r["image"] for r in mine] == best and [r["rank"] for r in mine] == ["1", "2"]
+    assert (tmp_path / "s.png").stat().st_size > 5000
+
+
+def test_unreadable_images_are_listed_and_the_rest_ranked(checkpoint, tmp_path, capsys):
+    save_images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "gen_9.png").write_text("not a picture")
+    out = tmp_path / "ranked.csv"
+    code = main(["rank", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"), "--prompt", "x",
+                 "--out", str(out), "--no-progress", *FAST])
+    assert code == 3
+    assert sorted(r["image"] for r in read_rows(out)) == ["gen_0.png", "gen_1.png", "gen_2.png"]
+    errors = read_rows(tmp_path / "ranked.errors.csv")
+    assert len(errors) == 1 and errors[0]["path"].endswith("gen_9.png")
+    assert "gen_9.png" in capsys.readouterr().err
+
+
+def test_api_rank_is_best_first_with_indices(checkpoint, tmp_path):
+    paths = save_images(tmp_path / "imgs", 4)
+    scorer = ipce.load_scorer(checkpoint, resize=224, patches=2)
+    ranked = scorer.rank(paths, "a tree")
+    scores = scorer.score(paths, "a tree")
+    assert [r.index for r in ranked] == sorted(range(4), key=lambda i: -scores[i])
+    assert [r.rank for r in ranked] == [1, 2, 3, 4] and [r.image for r in ranked] == [paths[r.index] for r in ranked]
+
+
+def test_rank_without_a_prompt_for_a_prompt_aware_model_is_one_line(checkpoint, tmp_path, capsys):
+    save_images(tmp_path / "imgs", 2)
+    code = main(["rank", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"),
+                 "--out", str(tmp_path / "r.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--prompt" in err and err.count("\n") == 1
