@@ -96,13 +96,17 @@ def plan_run(store, settings: dict, records: int, batch_size: int, resume: bool)
 
 
 class RankBar:
-    """Rank 0's progress bar standing for all ranks: each image it scores counts `world` times."""
+    """Rank 0's progress bar standing for all ranks: each image it scores counts `world` times (an
+    estimate: the ranks' shares differ by one block at most), never past the total."""
 
     def __init__(self, bar, world: int):
         self.bar, self.world = bar, world
 
     def update(self, n: int) -> None:
-        self.bar.update(n * self.world)
+        step = n * self.world
+        if self.bar.total is not None:
+            step = min(step, max(self.bar.total - self.bar.n, 0))
+        self.bar.update(step)
 
 
 def score_blocks(scorer, records, blocks: list[int], batch_size: int, writer, workers: int = 2,
