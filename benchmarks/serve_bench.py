@@ -1,13 +1,14 @@
 """`ipce serve` under concurrent load on loopback, against `ipce predict` on the same images.
 
-    python benchmarks/serve_bench.py [--clients 8] [--requests 200] [--size 512] [--json OUT]
+    python benchmarks/serve_bench.py [--clients 8] [--requests 200] [--size 512] [--repeats 3] [--json OUT]
 
 Writes a tiny random checkpoint and REQUESTS distinct SIZE x SIZE JPEGs (smooth random pictures,
 quality 90) into a temporary folder (not timed), starts `ipce serve --no-page` on a free port,
 sends 5 untimed requests, then CLIENTS threads send REQUESTS requests in all, one image each,
 every one against the same prompt: latency p50/p95 and requests/s. Then `ipce predict` scores the
-same folder with the same checkpoint (its own images/s line). Both commands run with their
-default settings (batch 16; the server waits at most 5 ms to fill a batch).
+same folder with the same checkpoint (its own images/s line). REPEATS rounds of the two, in turns;
+the medians are reported. Both commands run with their default settings (batch 16; the server
+waits at most 5 ms to fill a batch).
 """
 from __future__ import annotations
 
@@ -84,11 +85,30 @@ def load(url: str, files: list[bytes], clients: int) -> tuple[list[float], float
     return latencies, time.perf_counter() - started, failed[0]
 
 
+def _serve_round(url: str, files: list[bytes], clients: int) -> dict:
+    latencies, wall, failed = load(url, files, clients)
+    ms = np.array(latencies) * 1000
+    return {"ok": len(latencies) - failed, "failed": failed, "wall_s": round(wall, 3),
+            "requests_per_s": round(len(latencies) / wall, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
+            "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1)}
+
+
+def _predict_round(checkpoint: Path, images: Path, out: Path) -> dict:
+    started = time.perf_counter()
+    printed = subprocess.run([sys.executable, "-m", "ipce", "predict", "--checkpoint", str(checkpoint), "--images",
+                              str(images), "--prompt", PROMPT, "--out", str(out), "--device", "cpu", "--no-progress"],
+                             capture_output=True, text=True, check=True).stdout
+    rate = re.search(r"scored (\d+) of \d+ images in ([\d.]+) s \(([\d.]+) images/s\)", printed)
+    return {"images": int(rate.group(1)), "scoring_s": float(rate.group(2)), "images_per_s": float(rate.group(3)),
+            "command_wall_s": round(time.perf_counter() - started, 2)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--size", type=int, default=512, help="image side in pixels")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of (serve load, predict); medians")
     parser.add_argument("--json", default=None, help="write every number to this file")
     args = parser.parse_args()
 
@@ -103,6 +123,7 @@ def main() -> None:
 
         load_before = os.getloadavg()
         proc, url = start_server(checkpoint, [])
+        rounds = []
         try:
             for _ in range(200):  # until the model is loaded and answering
                 try:
@@ -111,38 +132,36 @@ def main() -> None:
                 except httpx.TransportError:
                     time.sleep(0.1)
             load(url, files[:5], 1)  # warm-up, untimed
-            latencies, wall, failed = load(url, files, args.clients)
+            for _ in range(args.repeats):  # turns, so that a change in machine load hits both alike
+                rounds.append({"serve": _serve_round(url, files, args.clients),
+                               "predict": _predict_round(checkpoint, images, tmp / "p.csv")})
         finally:
             proc.send_signal(signal.SIGINT)
             proc.wait(timeout=60)
-        started = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "ipce", "predict", "--checkpoint", str(checkpoint), "--images",
-                              str(images), "--prompt", PROMPT, "--out", str(tmp / "p.csv"), "--device", "cpu",
-                              "--no-progress"], capture_output=True, text=True, check=True).stdout
-        predict_wall = time.perf_counter() - started
         load_after = os.getloadavg()
 
-    rate = re.search(r"scored (\d+) of \d+ images in ([\d.]+) s \(([\d.]+) images/s\)", out)
-    predict_rate = float(rate.group(3))
-    ms = np.array(latencies) * 1000
+    def median(part: str, key: str) -> float:
+        return round(float(np.median([r[part][key] for r in rounds])), 2)
+
     result = {
         "machine": {"cpu": _cpu(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average": load_before, "load_average_end": load_after},
-        "settings": {"clients": args.clients, "requests": args.requests, "size": args.size, "checkpoint": "tiny",
-                     "views": "the checkpoint's (512 px, 15 crops + global)", "server": "ipce serve --no-page "
-                     "(batch 16, max wait 5 ms)", "predict": "ipce predict (batch 16, 2 workers)"},
-        "serve": {"ok": len(latencies) - failed, "failed": failed, "wall_s": round(wall, 3),
-                  "requests_per_s": round(len(latencies) / wall, 2), "p50_ms": round(float(np.percentile(ms, 50)), 1),
-                  "p95_ms": round(float(np.percentile(ms, 95)), 1), "max_ms": round(float(ms.max()), 1)},
-        "predict": {"images": int(rate.group(1)), "scoring_s": float(rate.group(2)), "images_per_s": predict_rate,
-                    "command_wall_s": round(predict_wall, 2)},
+        "settings": {"clients": args.clients, "requests": args.requests, "size": args.size, "repeats": args.repeats,
+                     "checkpoint": "tiny", "views": "the checkpoint's (512 px, 15 crops + global)",
+                     "server": "ipce serve --no-page (batch 16, max wait 5 ms)",
+                     "predict": "ipce predict (batch 16, 2 workers)"},
+        "rounds": rounds,
+        "median": {"requests_per_s": median("serve", "requests_per_s"), "p50_ms": median("serve", "p50_ms"),
+                   "p95_ms": median("serve", "p95_ms"), "predict_images_per_s": median("predict", "images_per_s")},
+        "answered": f"{sum(r['serve']['ok'] for r in rounds)} of {args.requests * args.repeats}",
     }
-    result["serve_vs_predict"] = round(result["serve"]["requests_per_s"] / predict_rate, 3)
-    s = result["serve"]
-    print(f"ipce serve, {args.clients} clients, {len(latencies)} requests ({s['ok']} ok, {failed} failed): "
-          f"{s['requests_per_s']} requests/s, latency p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms")
-    print(f"ipce predict on the same {rate.group(1)} images: {predict_rate} images/s; "
-          f"serve/predict = {result['serve_vs_predict']}")
+    m = result["median"]
+    m["serve_vs_predict"] = round(m["requests_per_s"] / m["predict_images_per_s"], 3)
+    print(f"ipce serve, {args.clients} clients, {args.requests} requests, medians of {args.repeats}: "
+          f"{m['requests_per_s']} requests/s, latency p50 {m['p50_ms']} ms, p95 {m['p95_ms']} ms; "
+          f"answered {result['answered']}")
+    print(f"ipce predict on the same {args.requests} images: {m['predict_images_per_s']} images/s; "
+          f"serve/predict = {m['serve_vs_predict']}")
     if args.json:
         write_json(args.json, result)
         print(f"wrote {args.json}")

@@ -58,9 +58,10 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
 
 def _add_splits(sub: argparse._SubParsersAction) -> None:
     p = _subparser(sub, "splits", "write seeded train/val split files (<out>/<k>/train.csv, val.csv), "
-                                  "or check split files (--from)",
+                                  "check split files (--from), or write the original ones (--export original)",
                    "Write seeded train/val split files <out>/<k>/train.csv, val.csv, or check existing split "
-                   "folders against the dataset (--from DIR, read-only; exit 1 when a split is unusable).")
+                   "folders against the dataset (--from DIR, read-only; exit 1 when a split is unusable), or "
+                   "write the original authors' split folders that ship with ipce (--export original).")
     add_data_source_arguments(p)
     p.add_argument("--out", default=None, help="folder for the split files (required unless --from)")
     p.add_argument("--from", dest="from_dir", default=None, metavar="DIR",

@@ -185,3 +185,10 @@ def test_the_table_notes_name_the_published_quirks(preset, expected, tmp_path):
     write_original_split_dir(preset, tmp_path)
     _, checks = read_split_dir(tmp_path, load_dataset(preset, published_dir(), subset="train").records)
     assert split_notes({"split_files": [c.to_dict() for c in checks]}) == expected
+
+
+def test_durations_read_as_the_estimate_prints_them():
+    from ipce.engine.reproduce import duration
+
+    assert [duration(s) for s in (40, 25 * 60, 2.5 * 3600, 41 * 3600, 4793 * 3600)] == \
+        ["about 40 s", "about 25 min", "about 2.5 h", "about 41 h", "about 4,793 h (200 days)"]

@@ -23,6 +23,7 @@ from PIL import Image  # noqa: E402
 
 import ipce  # noqa: E402
 from ipce.cli import main  # noqa: E402
+from ipce.errors import IpceError  # noqa: E402
 from ipce.engine.serve_api import build_app, listen, make_server  # noqa: E402
 from ipce.engine.serve_batch import Batcher  # noqa: E402
 from tests.conftest import random_image, tiny_checkpoint  # noqa: E402
@@ -157,6 +158,48 @@ def test_bad_input_is_a_4xx_and_the_next_request_is_served(client, reference, na
     assert good.json()["scores"] == pytest.approx(reference.score([Image.open(io.BytesIO(GOOD))], "a cat"), abs=1e-5)
 
 
+def test_a_prompt_free_model_scores_without_a_prompt(tmp_path):
+    import torch
+
+    from ipce.models.backbone import infer_config, load_backbone
+    from ipce.models.checkpoint import save_checkpoint
+    from ipce.models.correspondence import LEVELS, CorrespondenceScorer
+
+    torch.manual_seed(0)
+    template = "a photo of {level} quality"  # no {prompt}: the model needs none
+    model = CorrespondenceScorer(load_backbone("tiny")[0], template=template).eval()
+    path = str(save_checkpoint(tmp_path / "free.safetensors", model, {
+        "backbone": "tiny", "model_config": infer_config(model.clip.state_dict()), "template": template,
+        "levels": list(LEVELS)}))
+    app = build_app(ipce.load_scorer(path, **VIEWS), [path], max_upload_bytes=LIMIT, page=False)
+    try:
+        with TestClient(app) as c:
+            response = c.post("/api/score", files=[("images", ("a.png", GOOD))])
+    finally:
+        app.state.batcher.close()
+    expected = ipce.load_scorer(path, **VIEWS).score([Image.open(io.BytesIO(GOOD))], None)
+    assert response.status_code == 200 and response.json()["scores"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_file_names_give_a_generator_prefixed_model_its_generators(checkpoint, tmp_path):
+    scorer = ipce.load_scorer(checkpoint, prompt_prefix="generator", **VIEWS)  # reads "{generator} {prompt}"
+    named = tmp_path / "DALLE2_0001.png"
+    named.write_bytes(GOOD)
+    expected = ipce.load_scorer(checkpoint, prompt_prefix="generator", **VIEWS).score([named], "a cat")
+    app = build_app(scorer, [checkpoint], max_upload_bytes=LIMIT, page=False)
+    try:
+        with TestClient(app) as c:
+            multipart = c.post("/api/score", data={"prompt": "a cat"}, files=[("images", (named.name, GOOD))])
+            as_json = c.post("/api/score", json={"images": [base64.b64encode(GOOD).decode()], "prompt": "a cat",
+                                                 "names": [named.name]})
+            nameless = c.post("/api/score", data={"prompt": "a cat"}, files=[("images", ("photo.png", GOOD))])
+    finally:
+        app.state.batcher.close()
+    assert multipart.json()["scores"] == pytest.approx(expected, abs=1e-5)
+    assert as_json.json()["scores"] == pytest.approx(expected, abs=1e-5)
+    assert nameless.status_code == 400 and "generator" in nameless.json()["error"]
+
+
 def test_decompression_bomb_is_refused(client, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x48 = 3072 pixels: a bomb by this limit
     response = client.post("/api/score", data={"prompt": "a cat"}, files=[("images", ("bomb.png", GOOD))])
@@ -177,7 +220,8 @@ def test_no_path_named_by_a_request_is_read(client, files):
 
 def test_one_log_line_per_request(client, caplog):
     with caplog.at_level(logging.INFO, logger="ipce.serve"):
-        client.post("/api/score", data={"prompt": "a cat"}, files=[("images", ("a.png", GOOD)), ("images", ("b.png", GOOD))])
+        client.post("/api/score", data={"prompt": "a cat"},
+                    files=[("images", ("a.png", GOOD)), ("images", ("b.png", GOOD))])
         client.post("/api/score", json={"images": ["%%%"], "prompt": "a cat"})
     lines = [r.getMessage() for r in caplog.records if r.name == "ipce.serve"]
     assert len(lines) == 2
@@ -196,12 +240,21 @@ def test_batcher_fills_batches_and_keeps_each_answer():
         assert [f.result(timeout=60) for f in futures] == pytest.approx(expected, abs=1e-5)
         assert batcher.batches == 3  # 12 images queued at once, batches of 4
         assert batcher.call(lambda: threading.current_thread().name).result(timeout=60) == "ipce-scorer"
-        # an item that cannot be scored fails alone; the others of its batch get their scores
-        mixed = [batcher.score(images[0], prompts[0]), batcher.score(None, "broken"), batcher.score(images[1], prompts[1])]
-        assert mixed[0].result(timeout=60) == pytest.approx(expected[0], abs=1e-5)
-        assert mixed[2].result(timeout=60) == pytest.approx(expected[1], abs=1e-5)
-        with pytest.raises(Exception):
-            mixed[1].result(timeout=60)
+    finally:
+        batcher.close()
+
+
+def test_an_item_that_cannot_be_scored_fails_alone():
+    scorer = ipce.load_scorer("tiny", prompt_prefix="generator", **VIEWS)  # needs each image's generator
+    images = [random_image(64, 64, seed=s) for s in range(3)]
+    expected = scorer.score([images[0], images[2]], "a cat", generators=["DALLE2", "MJ"])
+    batcher = Batcher(scorer, batch_size=4, max_wait=1.0)
+    try:
+        futures = [batcher.score(images[0], "a cat", "DALLE2"), batcher.score(images[1], "a cat", None),
+                   batcher.score(images[2], "a cat", "MJ")]
+        assert [futures[0].result(timeout=60), futures[2].result(timeout=60)] == pytest.approx(expected, abs=1e-5)
+        with pytest.raises(IpceError, match="generator"):
+            futures[1].result(timeout=60)
     finally:
         batcher.close()
 
@@ -229,7 +282,8 @@ def running(app):
 @pytest.fixture(scope="module")
 def server(checkpoint):
     """(base URL, app) of a real server; batches of up to 8 images, waiting up to 20 ms for more."""
-    app = build_app(ipce.load_scorer(checkpoint, batch_size=8, **VIEWS), [checkpoint], max_wait=0.02, page=False)
+    app = build_app(ipce.load_scorer(checkpoint, batch_size=8, **VIEWS), [checkpoint], max_upload_bytes=LIMIT,
+                    max_wait=0.02, page=False)
     with running(app) as url:
         yield url, app
 
@@ -258,6 +312,21 @@ def test_eight_clients_200_requests_none_lost(server, reference):
     for i, score in answers:
         assert score == pytest.approx(expected[i], abs=1e-5)
     assert app.state.batcher.batches - before < 200  # requests shared batches
+
+
+def test_page_is_mounted_beside_the_api(checkpoint, reference):
+    pytest.importorskip("gradio", reason='the serve extra is not installed (pip install -e ".[serve]")')
+    app = build_app(ipce.load_scorer(checkpoint, **VIEWS), [checkpoint], max_upload_bytes=LIMIT)
+    try:
+        with TestClient(app) as c:
+            page = c.get("/")
+            assert page.status_code == 200 and "gradio" in page.text.lower()
+            scored = c.post("/api/score", data={"prompt": "a cat"}, files=[("images", ("a.png", GOOD))])
+            assert scored.json()["scores"] == pytest.approx(reference.score([Image.open(io.BytesIO(GOOD))], "a cat"),
+                                                            abs=1e-5)
+            assert c.get("/docs").status_code == 200
+    finally:
+        app.state.batcher.close()
 
 
 def test_core_install_does_not_import_the_serve_libraries():

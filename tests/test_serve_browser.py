@@ -54,7 +54,7 @@ def test_page_scores_ranks_and_maps_like_the_api(tmp_path):
     degrade(picture, "blur", 0.8, rng)[0].resize((320, 320)).save(paths[1])
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not an image at all")
-    app = build_app(ipce.load_scorer(checkpoint, patches=4), [checkpoint])
+    app = build_app(ipce.load_scorer(checkpoint, patches=4), [checkpoint], max_upload_bytes=2**20)
     with running(app) as url:
         api = httpx.post(f"{url}/api/score", data={"prompt": PROMPT},
                          files=[("images", (p.name, p.read_bytes())) for p in paths], timeout=120).json()["scores"]
@@ -64,7 +64,8 @@ def test_page_scores_ranks_and_maps_like_the_api(tmp_path):
             driver.get(url)
             upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#images input[type=file]"))
             upload.send_keys("\n".join(str(p) for p in [*paths, broken]))
-            wait.until(lambda d: all(p.stem in d.find_element(By.ID, "images").text for p in [*paths, broken]))  # uploaded
+            uploaded = [p.stem for p in [*paths, broken]]
+            wait.until(lambda d: all(stem in d.find_element(By.ID, "images").text for stem in uploaded))
             driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys(PROMPT)
             driver.find_element(By.ID, "score").click()
             wait.until(lambda d: "Scored" in d.find_element(By.ID, "message").text)

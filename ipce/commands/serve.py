@@ -14,7 +14,7 @@ from ipce.commands.flags import (CHECKPOINT_TERMS, add_combine_argument, add_dev
 from ipce.errors import IpceError
 
 EXTRA = 'pip install "ipce[serve]"'
-DEFAULT_MAX_UPLOAD_MB = 32  # ipce.engine.serve_api.DEFAULT_MAX_UPLOAD_MB, not imported: it needs the extra
+DEFAULT_MAX_UPLOAD_MB = 32
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=7860, metavar="PORT", help="port to listen on (0: any free port)")
     add_device_argument(p)
     add_precision_argument(p)
-    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="most images scored in one batch (default: 16)")
+    p.add_argument("--batch-size", type=int, default=16, metavar="N", help="most images scored in one batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long a batch waits for more images before it is scored")
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
@@ -65,11 +65,15 @@ def serve_command(args: argparse.Namespace) -> int:
     from ipce.engine.serve_api import build_app, listen, make_server
 
     sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
-    device = resolve_device(args.device)
-    scorer = load_scorer(args.checkpoint, device=device, combine=args.combine, precision=args.precision,
-                         batch_size=args.batch_size, weights=args.weights)
-    app = build_app(scorer, args.checkpoint, max_upload_bytes=int(args.max_upload_mb * 2**20),
-                    max_wait=args.max_wait_ms / 1000, page=not args.no_page)
+    try:
+        device = resolve_device(args.device)
+        scorer = load_scorer(args.checkpoint, device=device, combine=args.combine, precision=args.precision,
+                             batch_size=args.batch_size, weights=args.weights)
+        app = build_app(scorer, args.checkpoint, max_upload_bytes=int(args.max_upload_mb * 2**20),
+                        max_wait=args.max_wait_ms / 1000, page=not args.no_page)
+    except BaseException:
+        sock.close()
+        raise
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log = logging.getLogger("ipce.serve")
@@ -79,8 +83,8 @@ def serve_command(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     lo, hi = scorer.scale
     print(f"serving {', '.join(map(str, args.checkpoint))} on {device} ({args.precision}), scores on {lo:g}..{hi:g}: "
-          f"http://{shown}:{port}/ (page{'' if not args.no_page else ' off'}), POST /api/score, GET /api/health, "
-          "/docs; Ctrl+C stops", flush=True)
+          f"http://{shown}:{port}/{' (API only)' if args.no_page else ''}, POST /api/score, GET /api/health, /docs; "
+          "Ctrl+C stops", flush=True)
     try:
         make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down: the usual way to stop

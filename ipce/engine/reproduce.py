@@ -151,26 +151,34 @@ class StepTimes:
     note: str                              # what was timed
 
 
-def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
-    """Seconds per image of real training steps (forward, L1 loss, backward, AdamW) at the recipe's
-    batch size, and of evaluation, on `device`; one untimed step first. Without the pretrained file
-    the same architecture with random weights is timed (the same arithmetic)."""
-    import torch
-    import torch.nn.functional as F
-
+def _timing_model(config: TrainConfig, device):
+    """(the row's scorer with its speed options, a note): its pretrained weights, or random weights
+    of the same architecture when the file is absent (the same arithmetic, the same time)."""
     from ipce.engine.train import build_model
     from ipce.models.backbone import RANDOM_PREFIX, TINY_CONFIGS, find_weights
     from ipce.models.speed import apply_speed_options
-    from ipce.utils.precision import autocast
 
-    backbone, weights, random = config.backbone, config.weights, ""
+    backbone, weights, note = config.backbone, config.weights, ""
     if not weights and backbone not in TINY_CONFIGS and not backbone.startswith(RANDOM_PREFIX):
         try:
             weights = str(find_weights(backbone))
         except WeightsError:
-            backbone, random = RANDOM_PREFIX + backbone, ", random weights (no pretrained file here)"
+            backbone, note = RANDOM_PREFIX + backbone, ", random weights (no pretrained file here)"
     model, _ = build_model(dataclasses.replace(config, backbone=backbone, weights=weights), device)
     apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)
+    return model, note
+
+
+def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
+    """Seconds per image of real training steps (forward, L1 loss, backward, AdamW) at the recipe's
+    batch size (per step: --batch-size / --accumulate), and of evaluation, on `device`; one untimed
+    step first."""
+    import torch
+    import torch.nn.functional as F
+
+    from ipce.utils.precision import autocast
+
+    model, random = _timing_model(config, device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
                                   weight_decay=config.weight_decay)
     prompt = "a photo of a red fox sitting in the snow at sunrise, highly detailed"
@@ -218,7 +226,7 @@ def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the rows' training starts with the memory free
     note = (f"{config.backbone} {config.precision}, batch {batch} x {config.train_patches + 1} views: "
-            f"{1 / train_s:.2f} img/s training, {1 / eval_s:.2f} img/s evaluation ({config.eval_patches + 1} "
+            f"{1 / train_s:.3g} img/s training, {1 / eval_s:.3g} img/s evaluation ({config.eval_patches + 1} "
             f"views){random}")
     return StepTimes(train_s, eval_s, note)
 
@@ -230,7 +238,9 @@ def _timing_key(config: TrainConfig) -> tuple:
 
 
 def duration(seconds: float) -> str:
-    """'about 41 h', 'about 25 min', 'about 40 s'."""
+    """'about 4,793 h (200 days)', 'about 41 h', 'about 2.5 h', 'about 25 min', 'about 40 s'."""
+    if seconds >= 3600 * 72:
+        return f"about {seconds / 3600:,.0f} h ({seconds / 86400:,.0f} days)"
     if seconds >= 3600 * 1.5:
         return f"about {seconds / 3600:.0f} h" if seconds >= 36000 else f"about {seconds / 3600:.1f} h"
     if seconds >= 90:
@@ -281,8 +291,8 @@ def estimate(plans: list[RowPlan], device, steps: int, progress=print) -> tuple[
     epochs = sum(r["splits"] * r["epochs"] for r in rows)
     train_images = sum(r["train_images"] for r in rows)
     eval_images = sum(r["eval_images"] for r in rows)
-    head = (f"estimate: {len(rows)} rows, {sum(r['splits'] for r in rows)} splits, {epochs:,} epochs, "
-            f"{train_images:,} training and {eval_images:,} evaluation images")
+    head = (f"estimate: {len(rows)} row{'s' if len(rows) != 1 else ''}, {sum(r['splits'] for r in rows)} splits, "
+            f"{epochs:,} epochs, {train_images:,} training and {eval_images:,} evaluation images")
     tail = [f"warm-up: {t.note}" for t in timings.values()]
     tail.append(f"expected time: {duration(total_s)} on {device_name(device)} (training and evaluation steps; "
                 "image decoding not counted)")

@@ -30,7 +30,6 @@ from ipce.errors import DataError, IpceError
 
 log = logging.getLogger("ipce.serve")
 
-DEFAULT_MAX_UPLOAD_MB = 32
 SCORE_FIELDS = ("images", "prompt", "prompts", "names")  # `names`: JSON only; multipart files carry their own
 
 
@@ -81,23 +80,26 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _prompts(prompt, prompts, count: int) -> list[str]:
-    """One prompt per image from `prompt` (for all) or `prompts` (one each)."""
+def _prompts(prompt, prompts, count: int, needs_prompt: bool) -> list[str]:
+    """One prompt per image from `prompt` (for all) or `prompts` (one each); a prompt-free model
+    (`needs_prompt` False) may have neither."""
     if prompt is not None and prompts is not None:
         raise RequestError(400, "give prompt (one for all images) or prompts (one per image), not both")
     if prompt is None and prompts is None:
+        if not needs_prompt:
+            return [""] * count
         raise RequestError(400, "prompt: missing; give prompt (one for all images) or prompts (one per image)")
     given = [prompt] * count if prompt is not None else prompts
     if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
         raise RequestError(400, "prompts: must be a list of strings, one per image")
     if len(given) != count:
         raise RequestError(400, f"got {count} images but {len(given)} prompts: give one prompt or one per image")
-    if any(not p.strip() for p in given):
+    if needs_prompt and any(not p.strip() for p in given):
         raise RequestError(400, "prompt: empty; give the prompt the images were generated from")
     return given
 
 
-def _json_request(body: bytes) -> tuple[list[Upload], list[str]]:
+def _json_request(body: bytes, needs_prompt: bool) -> tuple[list[Upload], list[str]]:
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -125,10 +127,11 @@ def _json_request(body: bytes) -> tuple[list[Upload], list[str]]:
         except (binascii.Error, ValueError):
             raise RequestError(400, f"{label}: not base64; send each image file base64-encoded") from None
         uploads.append(Upload(raw, label, name))
-    return uploads, _prompts(data.get("prompt"), data.get("prompts"), len(uploads))
+    return uploads, _prompts(data.get("prompt"), data.get("prompts"), len(uploads), needs_prompt)
 
 
-async def _form_request(request: Request, body: bytes, limit: int) -> tuple[list[Upload], list[str]]:
+async def _form_request(request: Request, body: bytes, limit: int,
+                        needs_prompt: bool) -> tuple[list[Upload], list[str]]:
     async def replay():  # the form parser reads the body we already read, limited
         return {"type": "http.request", "body": body, "more_body": False}
 
@@ -153,7 +156,7 @@ async def _form_request(request: Request, body: bytes, limit: int) -> tuple[list
     if len(texts["prompt"]) > 1:
         raise RequestError(400, "prompt: given more than once; repeat prompts (one per image) instead")
     prompt = texts["prompt"][0] if texts["prompt"] else None
-    return uploads, _prompts(prompt, texts["prompts"] or None, len(uploads))
+    return uploads, _prompts(prompt, texts["prompts"] or None, len(uploads), needs_prompt)
 
 
 # ----------------------------------------------------------------------------- the app
@@ -208,9 +211,9 @@ def health(scorer, checkpoints) -> dict:
             "batch_size": scorer.batch_size}
 
 
-def build_app(scorer, checkpoints, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB * 2**20, max_wait: float = 0.005,
-              page: bool = True) -> FastAPI:
-    """The API (and the page, unless `page=False`) over `scorer`; `app.state.batcher` owns the scorer."""
+def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.005, page: bool = True) -> FastAPI:
+    """The API (and the page, unless `page=False`) over `scorer`, refusing request bodies (and page uploads)
+    over `max_upload_bytes`; `app.state.batcher` owns the scorer."""
     app = FastAPI(title="ipce", version="1", description="AIGC image quality by image-prompt correspondence: "
                   "scores of images against the prompt they were generated from, on the model's scale.")
     batcher = Batcher(scorer, max_wait=max_wait)
@@ -238,13 +241,16 @@ def build_app(scorer, checkpoints, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_MB
                                     'or application/json ({"images": [base64...], "prompt": "..."})')
         body = await _body(request, max_upload_bytes)
         if kind == "application/json":
-            uploads, prompts = _json_request(body)
+            uploads, prompts = _json_request(body, scorer.needs_prompt)
         else:
-            uploads, prompts = await _form_request(request, body, max_upload_bytes)
+            uploads, prompts = await _form_request(request, body, max_upload_bytes, scorer.needs_prompt)
         request.scope.get("ipce.log", {})["images"] = len(uploads)
-        images = await run_in_threadpool(lambda: [decode_upload(u) for u in uploads])
-        futures = [batcher.score(im, p, generator_of(u.name) if u.name else None)
-                   for im, p, u in zip(images, prompts, uploads)]
+        def submit():  # in a worker thread: decoding and making views overlap the batch being scored
+            images = [decode_upload(u) for u in uploads]  # every upload checked before any is queued
+            return [batcher.score(im, p, generator_of(u.name) if u.name else None)
+                    for im, p, u in zip(images, prompts, uploads)]
+
+        futures = await run_in_threadpool(submit)
         try:
             scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         except IpceError as exc:  # e.g. a generator-prefixed model and a file name without a generator

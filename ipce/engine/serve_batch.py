@@ -2,7 +2,12 @@
 images on a queue and wait on futures. The worker takes what is queued, waits at most `max_wait`
 seconds for more until the batch holds `batch_size` images, scores the batch in one call and
 hands each request its own scores back. Anything else that needs the model (the page's ranking,
-a quality map) runs on the same thread through `call`, so the model is never used by two threads."""
+a quality map) runs on the same thread through `call`, so the model is never used by two threads.
+
+An image's views (crops and global view, ipce.datasets.views) are made by the thread that submits
+it, while the worker scores the batch before: the same split as `ipce predict`'s loader workers
+and its model. At most `4 * batch_size` images wait with their views made; a submitter blocks
+until the worker frees a place."""
 from __future__ import annotations
 
 import queue
@@ -12,13 +17,16 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import torch
 from PIL import Image
+
+from ipce.datasets.views import make_views
 
 
 @dataclass
 class _Item:
-    """One image to score against one prompt."""
-    image: Image.Image
+    """One image's views, to score against one prompt."""
+    views: dict  # ViewConfig -> (crops [P, 3, 224, 224], global view [3, 224, 224])
     prompt: str
     generator: str | None
     future: Future = field(default_factory=Future)
@@ -41,14 +49,22 @@ class Batcher:
         self.scorer = scorer
         self.batch_size = batch_size or scorer.batch_size
         self.max_wait = max_wait
-        self.batches = 0  # batches scored so far, for tests and the health page
+        self.batches = 0  # batches scored so far (tests read it)
+        self._places = threading.BoundedSemaphore(4 * self.batch_size)
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="ipce-scorer", daemon=True)
         self._thread.start()
 
     def score(self, image: Image.Image, prompt: str, generator: str | None = None) -> Future:
-        """A future of the score of `image` against `prompt`, on the scorer's scale."""
-        item = _Item(image, prompt, generator)
+        """A future of the score of RGB `image` against `prompt`, on the scorer's scale. Makes the
+        image's views in the calling thread (blocking while 4 batches' worth wait)."""
+        self._places.acquire()
+        try:
+            views = {cfg: make_views(image, cfg) for cfg in self.scorer.view_configs}
+        except BaseException:
+            self._places.release()
+            raise
+        item = _Item(views, prompt, generator)
         self._queue.put(item)
         return item.future
 
@@ -85,23 +101,30 @@ class Batcher:
                     held = nxt
                     break
                 batch.append(nxt)
-            self._score([item for item in batch if item.future.set_running_or_notify_cancel()])
+            try:
+                self._score([item for item in batch if item.future.set_running_or_notify_cancel()])
+            finally:
+                for _ in batch:
+                    self._places.release()
 
     def _score(self, batch: list[_Item]) -> None:
         if not batch:
             return
+        self.batches += 1
         try:
-            scores = self.scorer.score([i.image for i in batch], [i.prompt for i in batch],
-                                       generators=[i.generator for i in batch])
+            scores = self._scores(batch)
         except Exception:  # one bad item must not fail the others: score them one by one
             for item in batch:
-                _settle(item.future, lambda item=item: self.scorer.score(
-                    [item.image], [item.prompt], generators=[item.generator])[0])
+                _settle(item.future, lambda item=item: self._scores([item])[0])
             return
-        finally:
-            self.batches += 1
         for item, score in zip(batch, scores):
             item.future.set_result(score)
+
+    def _scores(self, batch: list[_Item]) -> list[float]:
+        views = {cfg: (torch.stack([i.views[cfg][0] for i in batch]), torch.stack([i.views[cfg][1] for i in batch]))
+                 for cfg in self.scorer.view_configs}
+        combined, _ = self.scorer.score_views(views, [i.prompt for i in batch], [i.generator for i in batch])
+        return combined.tolist()
 
 
 def _settle(future: Future, fn: Callable[[], Any]) -> None:

@@ -22,9 +22,12 @@ HEADERS = ["rank", "image", "score"]
 
 def _decoded(files) -> tuple[list, list[str], list[str]]:
     """(images, their names, one message per unusable upload) from the page's uploaded files."""
-    images, names, problems = [], [], []
+    images, names, problems, seen = [], [], [], set()
     for i, path in enumerate(files or []):
         name = Path(path).name
+        if name in seen:  # two files of one name: tell them apart
+            name = f"{Path(name).stem} ({i + 1}){Path(name).suffix}"
+        seen.add(name)
         try:
             images.append(decode_upload(Upload(Path(path).read_bytes(), name, name)))
             names.append(name)
@@ -42,12 +45,12 @@ def build_page(batcher) -> gr.Blocks:
         empty = (gr.update(value=[]), [], gr.update(choices=[], value=None), None, None)
         if not files:
             return ("Upload one or more images.", *empty)
-        if not (prompt or "").strip():
+        if scorer.needs_prompt and not (prompt or "").strip():
             return ("Type the prompt the images were generated from.", *empty)
         if not images:
             return ("\n\n".join(f"**Not scored:** {p}" for p in problems), *empty)
         try:
-            ranked = batcher.call(lambda: scorer.rank(images, prompt)).result()
+            ranked = batcher.call(lambda: scorer.rank(images, prompt or None)).result()
         except Exception as exc:  # shown, not raised: the page stays usable
             return (f"**Error:** {' '.join(str(exc).split())}", *empty)
         rows = [[r.rank, names[r.index], f"{r.score:.4f}"] for r in ranked]
@@ -64,7 +67,7 @@ def build_page(batcher) -> gr.Blocks:
             raise gr.Error("Score the images first, then choose one.")
         image = state["images"][choice]
         try:
-            qmap = batcher.call(lambda: scorer.explain(image, state["prompt"])).result()
+            qmap = batcher.call(lambda: scorer.explain(image, state["prompt"] or None)).result()
         except Exception as exc:
             raise gr.Error(" ".join(str(exc).split())) from None
         return render_quality_map(image, qmap)
@@ -83,7 +86,8 @@ def build_page(batcher) -> gr.Blocks:
                 table = gr.Dataframe(headers=HEADERS, label="Scores, best first", interactive=False,
                                      elem_id="scores")
             with gr.Column():
-                gallery = gr.Gallery(label="Ranked, best first", columns=3, height=320, elem_id="ranked")
+                gallery = gr.Gallery(label="Ranked, best first", columns=3, height=320, object_fit="contain",
+                                     elem_id="ranked")
                 choice = gr.Dropdown(label="Quality map of", choices=[], elem_id="choice")
                 show = gr.Button("Show quality map", elem_id="show-map")
                 qmap = gr.Image(label="Quality map: each 224 px crop's score", type="pil", elem_id="map")
