@@ -18,9 +18,9 @@ from ipce.utils.device import resolve_device
 from tests.datagen import build_custom, write_image
 
 SUBCOMMANDS = ["score", "check-data", "splits", "train", "predict", "demo", "weights", "weights list",
-               "weights fetch"]
-BUILDS_A_MODEL = {"score", "train", "predict", "demo"}
-SHOWS_A_BAR = {"check-data", "train", "predict", "demo", "weights fetch"}
+               "weights fetch", "rank", "explain", "serve", "reproduce"]
+BUILDS_A_MODEL = {"score", "train", "predict", "demo", "rank", "explain", "serve", "reproduce"}
+SHOWS_A_BAR = {"check-data", "train", "predict", "demo", "weights fetch", "rank", "explain", "reproduce"}
 SHARED = ("--device", "--workers", "--no-progress", "--group-by", "--n-splits", "--precision")
 
 
@@ -64,7 +64,7 @@ def test_subcommand_grammar(name):
     assert ("--device" in options) == (name in BUILDS_A_MODEL)
     if name in BUILDS_A_MODEL:
         device = options["--device"]
-        assert device.default == "auto" or (name == "train" and device.default is None)
+        assert device.default == "auto" or (name in ("train", "reproduce") and device.default is None)
         assert "(default: auto)" in _help_of(parser, device)
     assert ("--no-progress" in options) == (name in SHOWS_A_BAR)
 
