@@ -88,7 +88,8 @@ def serve_command(args: argparse.Namespace) -> int:
     try:
         make_server(app).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down: the usual way to stop
-        print("stopped", flush=True)
+        pass
     finally:
         app.state.batcher.close()
+    print("stopped", flush=True)
     return 0

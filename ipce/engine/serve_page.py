@@ -72,7 +72,7 @@ def build_page(batcher) -> gr.Blocks:
             raise gr.Error(" ".join(str(exc).split())) from None
         return render_quality_map(image, qmap)
 
-    with gr.Blocks(title="ipce: image-prompt correspondence") as page:
+    with gr.Blocks(title="ipce: image-prompt correspondence", analytics_enabled=False) as page:
         gr.Markdown(f"## ipce: how well do the images match their prompt?\nScores on {lo:g}..{hi:g} "
                     f"(higher is better), model {' + '.join(str(m.meta.get('backbone', '?')) for m in scorer.members)}"
                     f" on {scorer.device}. The JSON API: [/docs](/docs).")
