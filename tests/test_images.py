@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
-from ipce.datasets.images import PROBLEM_KINDS, image_problem, open_rgb
+from ipce.datasets.images import PROBLEM_KINDS, decode_rgb, image_problem, open_rgb
 from ipce.errors import DataError, IpceError
 from tests.datagen import write_image
 
@@ -190,3 +190,22 @@ def test_bomb_check_holds_under_parallel_decoding(tmp_path, monkeypatch):
         results = list(pool.map(image_problem, paths))
     assert all(r is None for r in results[0::2])
     assert all(r is not None and "decompression bomb" in r for r in results[1::2])
+
+
+def test_bytes_decode_like_the_file_and_name_the_label(tmp_path):
+    """decode_rgb (uploads) gives the pixels open_rgb gives for the same file, and its
+    problems carry open_rgb's kind with the caller's label instead of a path."""
+    path = tmp_path / "pal.png"
+    Image.fromarray(np.arange(48, dtype=np.uint8).reshape(6, 8)).convert("P").save(path)
+    data = path.read_bytes()
+    assert np.array_equal(np.asarray(decode_rgb(data, "upload")), np.asarray(open_rgb(path)))
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError) as from_file:
+        open_rgb(cut)
+    for payload, kind in ((data[: len(data) // 2], from_file.value.kind), (b"not an image", "not-an-image"),
+                          (b"", "empty")):
+        with pytest.raises(DataError) as err:
+            decode_rgb(payload, "images[3] (cat.png)")
+        assert err.value.kind == kind
+        assert str(err.value).startswith("images[3] (cat.png): ") and str(tmp_path) not in str(err.value)

@@ -26,6 +26,7 @@ JPEG with damaged entropy-coded data can decode to garbage without an error.
 """
 from __future__ import annotations
 
+import io
 import os
 import threading
 import warnings
@@ -107,38 +108,52 @@ def open_rgb(path) -> Image.Image:
         raise DataError(f"{path}: image file is empty (0 bytes); re-download or regenerate it",
                         kind="empty", path=path)
     try:
-        with open(path, "rb") as fh:
-            with _OPEN_LOCK, warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                im = Image.open(fh)
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and im.width * im.height > limit:
-                raise Image.DecompressionBombError(
-                    f"{im.width}x{im.height} = {im.width * im.height} pixels exceeds the limit of {limit}")
-            im.load()
-            return _to_rgb(im)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise DataError(
-            f"{path}: image too large, could be a decompression bomb ({_one_line(exc)}); "
-            "shrink the image or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
-            kind="too-large", path=path) from None
-    except UnidentifiedImageError:
-        raise DataError(f"{path}: not an image file (Pillow cannot identify it); replace it with the real image",
-                        kind="not-an-image", path=path) from None
+        fh = open(path, "rb")
     except PermissionError as exc:
         raise DataError(f"{path}: cannot read the image ({_one_line(exc.strerror or exc)}); check permissions",
                         kind="unreadable", path=path) from None
+    with fh:
+        return _decode(fh, path, path)
+
+
+def decode_rgb(data: bytes, label: str) -> Image.Image:
+    """`open_rgb` for image bytes (an upload): the same checks, messages naming `label`."""
+    if not data:
+        raise DataError(f"{label}: image is empty (0 bytes)", kind="empty")
+    return _decode(io.BytesIO(data), label, None)
+
+
+def _decode(fh, label, path) -> Image.Image:
+    """Decode the open file `fh` fully to 8-bit RGB; problems are DataErrors naming `label`."""
+    try:
+        with _OPEN_LOCK, warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(fh)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and im.width * im.height > limit:
+            raise Image.DecompressionBombError(
+                f"{im.width}x{im.height} = {im.width * im.height} pixels exceeds the limit of {limit}")
+        im.load()
+        return _to_rgb(im)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise DataError(
+            f"{label}: image too large, could be a decompression bomb ({_one_line(exc)}); "
+            "shrink the image or raise PIL.Image.MAX_IMAGE_PIXELS if you trust the file",
+            kind="too-large", path=path) from None
+    except UnidentifiedImageError:
+        raise DataError(f"{label}: not an image file (Pillow cannot identify it); replace it with the real image",
+                        kind="not-an-image", path=path) from None
     except ValueError as exc:
         if "conversion" in str(exc) or "mode" in str(exc):
-            raise DataError(f"{path}: cannot convert pixel mode to RGB ({_one_line(exc)}); "
+            raise DataError(f"{label}: cannot convert pixel mode to RGB ({_one_line(exc)}); "
                             "re-save the image as RGB", kind="unsupported-mode", path=path) from None
-        raise DataError(f"{path}: corrupt image ({_one_line(exc)}); re-download or regenerate it",
+        raise DataError(f"{label}: corrupt image ({_one_line(exc)}); re-download or regenerate it",
                         kind="corrupt", path=path) from None
     except Exception as exc:  # OSError, SyntaxError, EOFError, struct.error, ... from a damaged file
         text = _one_line(exc) or type(exc).__name__
         kind = "truncated" if ("truncated" in text.lower() or isinstance(exc, EOFError)) else "corrupt"
         what = "truncated image" if kind == "truncated" else "corrupt image"
-        raise DataError(f"{path}: {what} ({text}); re-download or regenerate it",
+        raise DataError(f"{label}: {what} ({text}); re-download or regenerate it",
                         kind=kind, path=path) from None
 
 

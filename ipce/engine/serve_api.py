@@ -2,7 +2,7 @@
 `/docs`) and, mounted at `/`, the Gradio page (ipce.engine.serve_page). One Batcher owns the scorer.
 
 Uploads are decoded from the request's bytes with the checks every ipce image gets
-(ipce.datasets.images.open_rgb: not an image, truncated, decompression bomb, ...); no path named by a
+(ipce.datasets.images.decode_rgb: not an image, truncated, decompression bomb, ...); no path named by a
 request is ever read. Every bad request is a 4xx with `{"error": "<one line>"}`, and one line per
 request is logged (logger `ipce.serve`): method, path, status, images, milliseconds."""
 from __future__ import annotations
@@ -13,7 +13,6 @@ import binascii
 import json
 import logging
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 
@@ -23,7 +22,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ipce.datasets.images import open_rgb
+from ipce.datasets.images import decode_rgb
 from ipce.datasets.sources import generator_of
 from ipce.engine.serve_batch import Batcher
 from ipce.errors import DataError, IpceError
@@ -51,15 +50,12 @@ class Upload:
 
 
 def decode_upload(upload: Upload) -> Image.Image:
-    """The upload as an RGB image, or a RequestError (422) naming it. The bytes go through
-    `open_rgb` from a private temporary file, so an upload gets exactly the checks a file gets."""
-    with tempfile.NamedTemporaryFile(prefix="ipce-upload-", suffix=".img") as tmp:
-        tmp.write(upload.data)
-        tmp.flush()
-        try:
-            return open_rgb(tmp.name)
-        except DataError as exc:
-            raise RequestError(422, exc.message.replace(tmp.name, upload.label)) from None
+    """The upload as an RGB image, or a RequestError (422) naming it: the checks a file gets
+    (ipce.datasets.images), on the bytes in memory."""
+    try:
+        return decode_rgb(upload.data, upload.label)
+    except DataError as exc:
+        raise RequestError(422, exc.message) from None
 
 
 # ----------------------------------------------------------------------------- reading a request
