@@ -242,7 +242,7 @@ def add_n_splits_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, 
         add_old_spelling(p, "--n", "--n-splits", "n_splits", type=int, metavar="N")
 
 
-COMBINE_HELP = "ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry)"
+COMBINE_HELP = "ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry) (default: mean)"
 
 
 def add_combine_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:

@@ -32,7 +32,8 @@ import math
 import sys
 from pathlib import Path
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_data_source_arguments, add_device_argument,
+from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_combine_argument, add_data_source_arguments,
+                                 add_device_argument,
                                  add_precision_argument, add_progress_argument, add_prompt_source_arguments,
                                  add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args)
 from ipce.datasets.checks import prompt_warnings
@@ -48,8 +49,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help=f"{CHECKPOINT_TERMS}; repeat to ensemble")
     add_weights_argument(p)
-    p.add_argument("--combine", choices=("mean", "product"), default="mean",
-                   help="ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry)")
+    add_combine_argument(p)
     p.add_argument("--prompt-prefix", action="append", choices=("none", "generator"), default=None,
                    help="text seen by a model: the prompt (none) or '{generator} {prompt}' (generator, the file "
                         "name up to its first '_'); once for all checkpoints or once per checkpoint, in order "
