@@ -141,11 +141,13 @@ class Scorer:
         return combined, per_model
 
 
-    def rank(self, images: Sequence[str | Path | Image.Image], prompt: str | None = None) -> list["Ranked"]:
+    def rank(self, images: Sequence[str | Path | Image.Image], prompt: str | None = None,
+             generators: Sequence[str | None] | None = None) -> list["Ranked"]:
         """The images ordered best first, each with its score and its place in `images` (ties keep
-        the given order), for best-of-N selection among candidates of one prompt."""
+        the given order), for best-of-N selection among candidates of one prompt. `generators` as
+        in `score` (for a '{generator} {prompt}' model given PIL images)."""
         images = list(images)
-        scores = self.score(images, prompt)
+        scores = self.score(images, prompt, generators)
         order = sorted(range(len(images)), key=lambda i: -scores[i])  # sorted() is stable: ties keep input order
         return [Ranked(image=images[i], score=scores[i], index=i, rank=r + 1) for r, i in enumerate(order)]
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 import ipce
 from ipce.cli import main
+from ipce.errors import IpceError
 from tests.conftest import random_image, tiny_checkpoint
 
 FAST = ["--resize", "224", "--patches", "2"]
@@ -105,3 +106,17 @@ def test_rank_without_a_prompt_for_a_prompt_aware_model_is_one_line(checkpoint, 
                  "--out", str(tmp_path / "r.csv")])
     err = capsys.readouterr().err
     assert code == 1 and "--prompt" in err and err.count("\n") == 1
+
+
+def test_rank_passes_generators_to_a_generator_prefixed_model(checkpoint):
+    """For PIL images a '{generator} {prompt}' model learns each generator from `generators`: the
+    ranking is that of the scores with those generators, and without them it is refused."""
+    scorer = ipce.load_scorer(str(checkpoint), resize=224, patches=2, prompt_prefix="generator")
+    images = [random_image(96, 80, seed=50 + i) for i in range(4)]
+    generators = ["DALLE2", "midjourney", "SDXL", "DALLE2"]
+    scores = scorer.score(images, "a red car", generators)
+    ranked = scorer.rank(images, "a red car", generators)
+    assert [r.index for r in ranked] == sorted(range(4), key=lambda i: -scores[i])
+    assert [r.score for r in ranked] == sorted(scores, reverse=True)
+    with pytest.raises(IpceError, match="generator"):
+        scorer.rank(images, "a red car")

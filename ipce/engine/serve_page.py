@@ -12,6 +12,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page calls not
 import gradio as gr  # noqa: E402
 
 from ipce.api import render_quality_map  # noqa: E402
+from ipce.datasets.sources import generator_of  # noqa: E402
 from ipce.engine.serve_api import RequestError, Upload, decode_upload  # noqa: E402
 
 # system fonts only: the default theme would fetch its font from the web
@@ -50,7 +51,8 @@ def build_page(batcher) -> gr.Blocks:
         if not images:
             return ("\n\n".join(f"**Not scored:** {p}" for p in problems), *empty)
         try:
-            ranked = batcher.call(lambda: scorer.rank(images, prompt or None)).result()
+            generators = [generator_of(n) for n in names]  # read only by a '{generator} {prompt}' model
+            ranked = batcher.call(lambda: scorer.rank(images, prompt or None, generators)).result()
         except Exception as exc:  # shown, not raised: the page stays usable
             return (f"**Error:** {' '.join(str(exc).split())}", *empty)
         rows = [[r.rank, names[r.index], f"{r.score:.4f}"] for r in ranked]
