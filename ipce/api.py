@@ -153,11 +153,12 @@ class Scorer:
 
     @torch.no_grad()
     def explain(self, image: str | Path | Image.Image, prompt: str | None = None, stride: int | None = None,
-                progress: bool = False) -> QualityMap:
+                progress: bool = False, generator: str | None = None) -> QualityMap:
         """The quality map of one image: every 224x224 crop of the resized image at `stride` (default
         the method's own, 32 or 48 px) scored from its own level distribution, the global view's
         score and the final score (that of `score`), on `self.scale`; boxes in the original image's
-        pixels. `progress`: a bar over the crops (encoded in batches of `batch_size`)."""
+        pixels. `progress`: a bar over the crops (encoded in batches of `batch_size`). `generator`: for
+        a '{generator} {prompt}' model given a PIL image (a path gives it by its file name)."""
         from ipce.datasets.images import open_rgb
 
         resizes = {m.views.resize for m in self.members}
@@ -165,7 +166,8 @@ class Scorer:
             raise IpceError(f"the ensemble's models resize differently ({', '.join(map(str, sorted(resizes)))}): "
                             "a quality map needs one grid; give --resize")
         pil = image.convert("RGB") if isinstance(image, Image.Image) else open_rgb(image)
-        generator = None if isinstance(image, Image.Image) else generator_of(str(image))
+        if generator is None and not isinstance(image, Image.Image):
+            generator = generator_of(str(image))
         prompt = self.prompts_for(prompt, 1)[0]
         texts = [prefixed_prompt(prompt, m.prompt_prefix, generator) for m in self.members]
         with autocast(self.device, self.precision):

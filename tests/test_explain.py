@@ -11,6 +11,7 @@ from PIL import Image
 import ipce
 from ipce.api import QualityMap, render_quality_map
 from ipce.cli import main
+from ipce.errors import IpceError
 from ipce.datasets.views import crop_grid, crop_positions, grid_positions, resized_size
 from tests.conftest import random_image, tiny_checkpoint
 from tests.datagen import brightness_dataset, tiny_flags
@@ -111,3 +112,15 @@ def test_explain_without_a_prompt_for_a_prompt_aware_model_is_one_line(checkpoin
     err = capsys.readouterr().err
     assert code == 1 and "--prompt" in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_explain_takes_the_generator_of_a_pil_image(checkpoint):
+    """A '{generator} {prompt}' model's quality map of a PIL image uses the generator given, so its
+    final score equals `score` with that generator; without one it is refused."""
+    scorer = ipce.load_scorer(str(checkpoint), resize=224, patches=2, prompt_prefix="generator")
+    image = random_image(240, 224, seed=60)
+    qmap = scorer.explain(image, "a red car", generator="SDXL")
+    assert abs(qmap.score - scorer.score([image], "a red car", ["SDXL"])[0]) < 1e-5
+    assert abs(qmap.score - scorer.score([image], "a red car", ["DALLE2"])[0]) > 1e-7
+    with pytest.raises(IpceError, match="generator"):
+        scorer.explain(image, "a red car")

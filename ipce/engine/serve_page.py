@@ -69,7 +69,7 @@ def build_page(batcher) -> gr.Blocks:
             raise gr.Error("Score the images first, then choose one.")
         image = state["images"][choice]
         try:
-            qmap = batcher.call(lambda: scorer.explain(image, state["prompt"] or None)).result()
+            qmap = batcher.call(lambda: scorer.explain(image, state["prompt"] or None, generator=generator_of(choice))).result()
         except Exception as exc:
             raise gr.Error(" ".join(str(exc).split())) from None
         return render_quality_map(image, qmap)
