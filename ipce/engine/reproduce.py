@@ -171,8 +171,8 @@ def _timing_model(config: TrainConfig, device):
 
 def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
     """Seconds per image of real training steps (forward, L1 loss, backward, AdamW) at the recipe's
-    batch size (per step: --batch-size / --accumulate), and of evaluation, on `device`; one untimed
-    step first."""
+    batch size (per step: --batch-size / --accumulate; one image on a CPU, where ViT-L-14 at batch 3
+    needs ~20 GB), and of evaluation, on `device`; one untimed step first."""
     import torch
     import torch.nn.functional as F
 
@@ -201,6 +201,8 @@ def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
         return (time.perf_counter() - started) / steps
 
     batch = max(1, config.batch_size // config.accumulate)
+    if device.type == "cpu":  # per-image time barely depends on the batch there, activation memory does
+        batch = 1
     crops, global_view, prompts = views(batch, config.train_patches)
     targets = torch.rand(batch, device=device) * 5
 
