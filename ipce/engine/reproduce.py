@@ -276,7 +276,7 @@ def estimate(plans: list[RowPlan], device, steps: int, progress=print) -> tuple[
         key = _timing_key(p.config)
         if key not in timings:
             progress(f"warm-up: timing {steps} training and {steps} evaluation steps of {p.config.backbone} "
-                     f"(batch {p.config.batch_size}) on {device.type} ...")
+                     f"(recipe batch {p.config.batch_size}) on {device.type} ...")
             timings[key] = time_steps(p.config, device, steps)
         t, epochs = timings[key], p.config.epochs
         train_images = sum(epochs * train for train, _, _ in p.sizes)
