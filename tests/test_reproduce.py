@@ -159,7 +159,7 @@ def test_estimate_only_prints_and_writes_nothing(data_root, tmp_path, capsys):
     lines = [line.split() for line in printed.splitlines() if line.startswith("  ")]
     assert [line[0] for line in lines] == ["agiqa1k:quality", "aigcqa30k:quality"]
     assert all(line[1:5] == ["tiny", "2", "splits", "x"] for line in lines)
-    assert "estimate: 2 rows, 4 splits, 4 epochs" in printed and "warm-up: tiny fp32, batch 8" in printed
+    assert "estimate: 2 rows, 4 splits, 4 epochs" in printed and "warm-up: tiny fp32, batch 1 x" in printed  # one image per step on a CPU
     assert not out.exists()
 
 
