@@ -7,7 +7,7 @@ import sys
 from importlib import import_module
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments,
-                                 add_device_argument, add_group_by_argument, add_n_splits_argument,
+                                 add_device_argument, add_view_arguments, add_group_by_argument, add_n_splits_argument,
                                  add_precision_argument, add_progress_argument, add_speed_arguments,
                                  add_weights_argument, add_workers_argument, exit_codes_epilog)
 from ipce.errors import IpceError
@@ -36,8 +36,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
                    help=f"{CHECKPOINT_TERMS}; scores come on the scale it was trained on (0..5, or its "
                         "--mos-range)")
     add_weights_argument(p)
-    p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
-    p.add_argument("--patches", type=int, default=None, help="number of evaluation crops (default: checkpoint's)")
+    add_view_arguments(p)
     add_device_argument(p)
     add_precision_argument(p)
     add_speed_arguments(p)

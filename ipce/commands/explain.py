@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_device_argument, add_precision_argument,
-                                 add_progress_argument, add_weights_argument, resolve_device)
+                                 add_progress_argument, add_view_arguments, add_weights_argument, resolve_device)
 from ipce.errors import IpceError
 
 
@@ -23,9 +23,7 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=int, default=None,
                    help="crop grid stride in pixels of the resized image (default: the method's own, 32, or 48 "
                         "from 1024 px)")
-    p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
-    p.add_argument("--patches", type=int, default=None,
-                   help="evaluation crops of the final score (default: checkpoint's)")
+    add_view_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="crops per image-encoder call")
     add_device_argument(p)
     add_precision_argument(p)

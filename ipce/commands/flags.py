@@ -56,6 +56,14 @@ def add_prompt_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentG
     p.add_argument("--prompts", default=None, help="with --images DIR: CSV with columns image,prompt")
 
 
+def add_view_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--resize S` and `--patches N` of a scoring command, over what the checkpoint says."""
+    p.add_argument("--resize", type=int, default=None,
+                   help="adaptive-resize size S (default: the checkpoint's, else 512)")
+    p.add_argument("--patches", type=int, default=None,
+                   help="evaluation crops (default: the checkpoint's, else 15)")
+
+
 def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
     """`--compile` and `--channels-last` (ipce.models.speed), for train, predict and score.
     `defaults=False` (default None) lets `ipce train --resume` tell a flag not given from one given."""

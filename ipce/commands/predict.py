@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_combine_argument, add_data_source_arguments,
-                                 add_device_argument,
+                                 add_device_argument, add_view_arguments,
                                  add_precision_argument, add_progress_argument, add_prompt_source_arguments,
                                  add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args)
 from ipce.datasets.checks import prompt_warnings
@@ -54,8 +54,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
                    help="text seen by a model: the prompt (none) or '{generator} {prompt}' (generator, the file "
                         "name up to its first '_'); once for all checkpoints or once per checkpoint, in order "
                         "(default: what each checkpoint says)")
-    p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's, else 512)")
-    p.add_argument("--patches", type=int, default=None, help="evaluation crops (default: checkpoint's, else 15)")
+    add_view_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     add_workers_argument(p)
     add_device_argument(p)

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_device_argument, add_precision_argument,
-                                 add_progress_argument, add_prompt_source_arguments, add_weights_argument,
-                                 records_from_args, resolve_device)
+                                 add_progress_argument, add_prompt_source_arguments, add_view_arguments,
+                                 add_weights_argument, records_from_args, resolve_device)
 from ipce.errors import IpceError
 
 SHEET_COLUMNS = 10  # thumbnails per prompt on the sheet without --top
@@ -26,8 +26,7 @@ def add_rank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet", default=None, metavar="PNG",
                    help=f"also draw a contact sheet: per prompt its images in rank order, the score under each "
                         f"(the best --top, else the best {SHEET_COLUMNS})")
-    p.add_argument("--resize", type=int, default=None, help="adaptive-resize size S (default: checkpoint's)")
-    p.add_argument("--patches", type=int, default=None, help="evaluation crops (default: checkpoint's)")
+    add_view_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     add_device_argument(p)
     add_precision_argument(p)
