@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from ipce.cli import main
 from tests.conftest import random_image, tiny_checkpoint
@@ -48,15 +47,12 @@ def env():
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The in-process runs on one thread, as the subprocesses (env) and torchrun's ranks are: a CPU
-    reduction over another thread count rounds differently in the 7th digit, and the files are
+def ipce_run(argv) -> subprocess.CompletedProcess:
+    """`ipce ARGV` in a subprocess on one thread (env), as the killed runs and torchrun's ranks are:
+    a CPU sum over another thread count rounds differently in the 7th digit, and the files are
     compared byte for byte."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    return subprocess.run([sys.executable, "-m", "ipce", *argv], env=env(), capture_output=True, text=True,
+                          timeout=600)
 
 
 def data_rows(part_file):
@@ -96,17 +92,17 @@ SLOW_VIEWS = ["--resize", "512", "--patches", "15", "--batch-size", "2"]
 
 
 @pytest.mark.slow
-def test_a_run_killed_part_way_resumes_to_the_uninterrupted_file(tmp_path, capsys):
+def test_a_run_killed_part_way_resumes_to_the_uninterrupted_file(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=1)
     images = folder_of_images(tmp_path / "imgs", 40)
-    assert main(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)) == 0
-    capsys.readouterr()
+    assert ipce_run(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)).returncode == 0
     out = tmp_path / "killed.csv"
     before = killed_run(ckpt, images, out, SLOW_VIEWS, rows=6)
     assert 6 <= len(before) < 40
 
-    assert main(predict_argv(ckpt, images, out, *SLOW_VIEWS, "--resume")) == 0
-    printed = capsys.readouterr().out
+    resumed = ipce_run(predict_argv(ckpt, images, out, *SLOW_VIEWS, "--resume"))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    printed = resumed.stdout
     assert f"resuming: {len(before)} of 40 images were done" in printed
     assert f"({40 - len(before)} by this run, {len(before)} done before)" in printed  # only the rest scored
     assert read(out) == read(tmp_path / "whole.csv")
@@ -155,7 +151,7 @@ def torchrun(argv, nproc=2):
 def test_two_processes_write_the_one_process_file_and_list_each_unreadable_image_once(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=4)
     images = folder_of_images(tmp_path / "imgs", 12, broken=(1, 6, 7))
-    assert main(predict_argv(ckpt, images, tmp_path / "one.csv", *FAST, "--batch-size", "2")) == 3
+    assert ipce_run(predict_argv(ckpt, images, tmp_path / "one.csv", *FAST, "--batch-size", "2")).returncode == 3
     done = torchrun(predict_argv(ckpt, images, tmp_path / "two.csv", *FAST, "--batch-size", "2"))
     assert (tmp_path / "two.csv").is_file(), done.stderr[-3000:]
     assert read(tmp_path / "two.csv") == read(tmp_path / "one.csv")
@@ -169,7 +165,7 @@ def test_two_processes_write_the_one_process_file_and_list_each_unreadable_image
 def test_a_one_process_run_killed_part_way_resumes_under_two_processes(tmp_path):
     ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=5)
     images = folder_of_images(tmp_path / "imgs", 40)
-    assert main(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)) == 0
+    assert ipce_run(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)).returncode == 0
     out = tmp_path / "killed.csv"
     before = killed_run(ckpt, images, out, SLOW_VIEWS, rows=6)
     done = torchrun(predict_argv(ckpt, images, out, *SLOW_VIEWS, "--resume"))
