@@ -25,6 +25,17 @@ def _subparser(sub: argparse._SubParsersAction, name: str, summary: str, descrip
     return sub.add_parser(name, help=summary, description=description, formatter_class=HelpFormatter)
 
 
+def _add_module_command(sub: argparse._SubParsersAction, name: str, summary: str,
+                        description: str) -> argparse.ArgumentParser:
+    """A subcommand whose flags come from ipce.commands.<module>.add_<module>_arguments and whose run
+    is <module>_command (module: the name with '_' for '-')."""
+    module = name.replace("-", "_")
+    p = _subparser(sub, name, summary, description)
+    getattr(import_module(f"ipce.commands.{module}"), f"add_{module}_arguments")(p)
+    p.set_defaults(run=_command(module, f"{module}_command"))
+    return p
+
+
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = _subparser(sub, "score", "score images against a prompt with a checkpoint",
                    "Score image files against one prompt with a checkpoint: a table on the terminal, "
@@ -78,25 +89,19 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.train import add_train_arguments
-
-    p = _subparser(sub, "train", "train on a benchmark or custom data, split by split",
-                   "Train on a benchmark (--preset) or custom data (--annotations FILE --images DIR), split by "
-                   "split, into a run folder (--out). Every flag given overrides the preset's recipe.")
-    add_train_arguments(p)
-    p.set_defaults(run=_command("train", "train_command"))
+    _add_module_command(
+        sub, "train",
+        "train on a benchmark or custom data, split by split",
+        "Train on a benchmark (--preset) or custom data (--annotations FILE --images DIR), split by split, into a "
+        "run folder (--out). Every flag given overrides the preset's recipe.")
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.predict import add_predict_arguments
-
-    p = _subparser(sub, "predict", "score a dataset, a CSV or a folder (one checkpoint or an ensemble); "
-                                   "challenge submissions",
-                   "Score a dataset, a CSV or a folder with one checkpoint or an ensemble, and write challenge "
-                   "submissions. Unreadable images are skipped and listed; then the exit status is 3 (partial "
-                   "results).")
-    add_predict_arguments(p)
-    p.set_defaults(run=_command("predict", "predict_command"))
+    _add_module_command(
+        sub, "predict",
+        "score a dataset, a CSV or a folder (one checkpoint or an ensemble); challenge submissions",
+        "Score a dataset, a CSV or a folder with one checkpoint or an ensemble, and write challenge submissions. "
+        "Unreadable images are skipped and listed; then the exit status is 3 (partial results).")
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -113,62 +118,53 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_weights(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.weights import add_weights_arguments
-
-    p = _subparser(sub, "weights", "list the pretrained CLIP files ipce knows, or fetch one (explicit download)",
-                   "The pretrained CLIP files ipce knows: where each is looked for, whether it is present, and "
-                   "`fetch NAME` to download one (ipce never downloads otherwise).")
-    add_weights_arguments(p)
-    p.set_defaults(run=_command("weights", "weights_command"))
+    _add_module_command(
+        sub, "weights",
+        "list the pretrained CLIP files ipce knows, or fetch one (explicit download)",
+        "The pretrained CLIP files ipce knows: where each is looked for, whether it is present, and `fetch NAME` "
+        "to download one (ipce never downloads otherwise).")
 
 
 def _add_rank(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.rank import add_rank_arguments
-
-    p = _subparser(sub, "rank", "rank the images of each prompt best first (best of N), optionally a contact sheet",
-                   "Rank a folder of candidate images within each prompt, best first: a CSV image,prompt,score,rank "
-                   "(scores as `ipce predict` gives them), optionally only the best --top K of each and a contact "
-                   "sheet (--sheet). Unreadable images are left out and listed; then the exit status is 3.")
-    add_rank_arguments(p)
-    p.set_defaults(run=_command("rank", "rank_command"))
+    _add_module_command(
+        sub, "rank",
+        "rank the images of each prompt best first (best of N), optionally a contact sheet",
+        "Rank a folder of candidate images within each prompt, best first: a CSV image,prompt,score,rank (scores "
+        "as `ipce predict` gives them), optionally only the best --top K of each and a contact sheet (--sheet). "
+        "Unreadable images are left out and listed; then the exit status is 3.")
 
 
 def _add_explain(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.explain import add_explain_arguments
-
-    p = _subparser(sub, "explain", "quality maps: score every crop of a grid over each image (PNG + CSV)",
-                   "Per image, score every 224x224 crop of a grid (default: the method's own stride) from its own "
-                   "level distribution, and write <out>/<stem>.png (the map over the image, a colour bar, the final "
-                   "score) and <out>/<stem>.csv (x, y, size, score in the image's pixels).")
-    add_explain_arguments(p)
-    p.set_defaults(run=_command("explain", "explain_command"))
+    _add_module_command(
+        sub, "explain",
+        "quality maps: score every crop of a grid over each image (PNG + CSV)",
+        "Per image, score every 224x224 crop of a grid (default: the method's own stride) from its own level "
+        "distribution, and write <out>/<stem>.png (the map over the image, a colour bar, the final score) and "
+        "<out>/<stem>.csv (x, y, size, score in the image's pixels).")
 
 
 def _add_serve(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.serve import add_serve_arguments
-
-    p = _subparser(sub, "serve", "serve a web page and a JSON API that score uploaded images (needs ipce[serve])",
-                   "Load the scorer once and serve, from one process, a web page (upload images, type the prompt, "
-                   "see scores, ranking and quality maps) and a JSON API: POST /api/score, GET /api/health, "
-                   "OpenAPI docs at /docs. Requests are scored in shared batches. Needs pip install \"ipce[serve]\".")
-    add_serve_arguments(p)
-    p.set_defaults(run=_command("serve", "serve_command"))
+    _add_module_command(
+        sub, "serve",
+        "serve a web page and a JSON API that score uploaded images (needs ipce[serve])",
+        "Load the scorer once and serve, from one process, a web page (upload images, type the prompt, see scores, "
+        "ranking and quality maps) and a JSON API: POST /api/score, GET /api/health, OpenAPI docs at /docs. "
+        "Requests are scored in shared batches. Needs pip install \"ipce[serve]\".")
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:
-    from ipce.commands.reproduce import LEFT_OUT, add_reproduce_arguments
+    from ipce.commands.reproduce import LEFT_OUT
     from ipce.commands.train import add_train_arguments
 
-    p = _subparser(sub, "reproduce", "the paper's table in one command: every row trained, ours against the "
-                                     "paper's, resumable",
-                   "Train each row of the paper's table (and AGIQA-1K) with its preset's recipe on the original "
-                   "splits (shipped with ipce), one run folder per row under --out, and write the table "
-                   "(table.md, table.json, table.png). Rows whose dataset is not under --data-root are skipped. "
-                   "Prints an estimate (epochs, images, time from a timed warm-up) first. Every training flag "
-                   "(--backbone, --precision, --device, --batch-size, ...) applies to every row.")
-    add_reproduce_arguments(p)
+    p = _add_module_command(
+        sub, "reproduce",
+        "the paper's table in one command: every row trained, ours against the paper's, resumable",
+        "Train each row of the paper's table (and AGIQA-1K) with its preset's recipe on the original splits "
+        "(shipped with ipce), one run folder per row under --out, and write the table (table.md, table.json, "
+        "table.png). Rows whose dataset is not under --data-root are skipped. Prints an estimate (epochs, images, "
+        "time from a timed warm-up) first. Every training flag (--backbone, --precision, --device, --batch-size, "
+        "...) applies to every row.")
     add_train_arguments(p, leave_out=LEFT_OUT)
-    p.set_defaults(run=_command("reproduce", "reproduce_command"))
 
 
 # Subcommands register here, one adder per subcommand.
