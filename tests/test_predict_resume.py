@@ -91,13 +91,19 @@ def killed_run(ckpt, images, out, views, rows: int) -> set[int]:
 SLOW_VIEWS = ["--resize", "512", "--patches", "15", "--batch-size", "2"]
 
 
-@pytest.mark.slow
-def test_a_run_killed_part_way_resumes_to_the_uninterrupted_file(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=1)
+def whole_and_killed(tmp_path, seed: int):
+    """(checkpoint, images, the killed run's output, the records it left): 40 images scored once
+    uninterrupted into whole.csv, once killed part way into killed.csv."""
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=seed)
     images = folder_of_images(tmp_path / "imgs", 40)
     assert ipce_run(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)).returncode == 0
     out = tmp_path / "killed.csv"
-    before = killed_run(ckpt, images, out, SLOW_VIEWS, rows=6)
+    return ckpt, images, out, killed_run(ckpt, images, out, SLOW_VIEWS, rows=6)
+
+
+@pytest.mark.slow
+def test_a_run_killed_part_way_resumes_to_the_uninterrupted_file(tmp_path):
+    ckpt, images, out, before = whole_and_killed(tmp_path, seed=1)
     assert 6 <= len(before) < 40
 
     resumed = ipce_run(predict_argv(ckpt, images, out, *SLOW_VIEWS, "--resume"))
@@ -163,11 +169,7 @@ def test_two_processes_write_the_one_process_file_and_list_each_unreadable_image
 
 @pytest.mark.slow
 def test_a_one_process_run_killed_part_way_resumes_under_two_processes(tmp_path):
-    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=5)
-    images = folder_of_images(tmp_path / "imgs", 40)
-    assert ipce_run(predict_argv(ckpt, images, tmp_path / "whole.csv", *SLOW_VIEWS)).returncode == 0
-    out = tmp_path / "killed.csv"
-    before = killed_run(ckpt, images, out, SLOW_VIEWS, rows=6)
+    ckpt, images, out, before = whole_and_killed(tmp_path, seed=5)
     done = torchrun(predict_argv(ckpt, images, out, *SLOW_VIEWS, "--resume"))
     assert f"resuming: {len(before)} of 40 images were done" in done.stdout, done.stderr[-3000:]
     assert read(out) == read(tmp_path / "whole.csv")
