@@ -22,6 +22,7 @@ def explain_images(scorer, images, prompt: str | None, out: Path, stride: int | 
                    progress: bool = True) -> tuple[list[tuple[Path, object, Path, Path]], list[tuple[Path, str]]]:
     """([(image, QualityMap, png, csv)], [(image, problem)]) for `images`, written under `out`."""
     from ipce.datasets.images import open_rgb
+    from ipce.datasets.sources import generator_of
     from ipce.utils.io import atomic_file, write_csv
     from ipce.utils.maps import render_quality_map
 
@@ -34,7 +35,7 @@ def explain_images(scorer, images, prompt: str | None, out: Path, stride: int | 
         except DataError as exc:
             errors.append((Path(image), str(exc)))
             continue
-        qmap = scorer.explain(image, prompt, stride=stride, progress=progress)
+        qmap = scorer.explain(pil, prompt, stride=stride, progress=progress, generator=generator_of(str(image)))
         png, table = out / f"{stem}.png", out / f"{stem}.csv"
         write_csv(table, ["x", "y", "size", "score"], qmap.rows())
         drawn = render_quality_map(pil, qmap)
