@@ -32,7 +32,7 @@ done
 # ViT-B-32 only: its compile phase took 117 s (warm-ups 6 + 17 + 69 s); ViT-L-14's did not fit 100 s
 step 150 "ViT-B-32 torch.compile" python3 benchmarks/run.py --device cuda --backbone ViT-B-32 --repeats 3 \
     --no-memory --compile --phases compile --json "$out/ViT-B-32-compile.json"
-step 30 "synthetic dataset" python3 -c "from ipce.datasets.synthetic import SyntheticConfig, generate; \
+step 30 "synthetic dataset" python3 -c "from ipce.demo.synthetic import SyntheticConfig, generate; \
 generate('/tmp/ipce-syn', SyntheticConfig(n=320, seed=0), progress=False, workers=8)"
 step 90 "ipce train ViT-L-14 bf16 on CUDA" python3 -m ipce train --annotations /tmp/ipce-syn/annotations.csv \
     --images /tmp/ipce-syn/images --backbone random:ViT-L-14 --device cuda --precision bf16 --epochs 2 \

@@ -108,7 +108,7 @@ def feed(args) -> dict:
     from ipce.api import load_scorer
     from ipce.datasets.loader import ViewDataset, make_loader
     from ipce.datasets.sources import Record
-    from ipce.datasets.views import ViewConfig
+    from ipce.models.views import ViewConfig
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

@@ -1,4 +1,4 @@
-"""Time one step of the demo's pretraining (ipce/engine/pretrain.py) on the CPU, per layout.
+"""Time one step of the demo's pretraining (ipce/demo/pretrain.py) on the CPU, per layout.
 
     python benchmarks/pretrain_step.py [--steps 40] [--threads 2]
 
@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from ipce.engine.pretrain import PretrainConfig, pretrain_optimizer, pretrain_step, render_pool
+from ipce.demo.pretrain import PretrainConfig, pretrain_optimizer, pretrain_step, render_pool
 from ipce.models import speed
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer

@@ -39,7 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ipce.datasets.views import ViewConfig, make_views  # noqa: E402
+from ipce.models.views import ViewConfig, make_views  # noqa: E402
 from ipce.models import correspondence, reference  # noqa: E402
 from ipce.utils.precision import autocast  # noqa: E402
 

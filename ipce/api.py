@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ipce.datasets.sources import generator_of, prefixed_prompt  # ipce.api.prefixed_prompt stays importable
-from ipce.datasets.views import ViewConfig, make_views
+from ipce.models.views import ViewConfig, make_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer
 from ipce.models.explain import quality_map
@@ -186,7 +186,7 @@ class Scorer:
                generators: Sequence[str | None] | None = None) -> torch.Tensor:
         """Scores [B] on `self.scale` of float pixels [B, 3, H, W] in 0..1 (any size, any device), with
         gradients to the pixels and to the models: the evaluation views are made with tensor ops
-        (ipce.datasets.views.tensor_views). Not under no_grad; the result is on the pixels' device.
+        (ipce.models.views.tensor_views). Not under no_grad; the result is on the pixels' device.
         `generators`: for a model trained with --prompt-prefix generator, each image's generator."""
         return self.reward_detailed(pixels, prompts, generators)[0]
 

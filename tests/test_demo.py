@@ -8,9 +8,10 @@ import pytest
 
 from ipce.cli import main
 from ipce.commands.demo import format_effects
-from ipce.datasets.synthetic import SyntheticConfig, is_cached
-from ipce.engine import demo, pretrain
-from ipce.engine.demo import QUICK, QUICK_NOTE, defect_effects, demo_data, pretrained_tiny
+from ipce.demo.synthetic import SyntheticConfig, is_cached
+from ipce.demo import pretrain
+from ipce.demo import run as demo
+from ipce.demo.run import QUICK, QUICK_NOTE, defect_effects, demo_data, pretrained_tiny
 from ipce.models.checkpoint import read_metadata
 
 

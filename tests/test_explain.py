@@ -12,7 +12,7 @@ import ipce
 from ipce.api import QualityMap, render_quality_map
 from ipce.cli import main
 from ipce.errors import IpceError
-from ipce.datasets.views import crop_grid, crop_positions, grid_positions, resized_size
+from ipce.models.views import crop_grid, crop_positions, grid_positions, resized_size
 from tests.conftest import random_image, tiny_checkpoint
 from tests.datagen import brightness_dataset, tiny_flags
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ipce.datasets.views import ViewConfig, make_views, to_normalized_tensor
+from ipce.models.views import ViewConfig, make_views, to_normalized_tensor
 from ipce.models import speed
 from ipce.models.backbone import load_backbone
 from ipce.models.correspondence import CorrespondenceScorer, QuickGELUMLP, fuse_quick_gelu, length_groups

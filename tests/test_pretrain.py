@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ipce.datasets.synthetic import prompt_text
-from ipce.engine.pretrain import (LOOK_WORDS, PretrainConfig, caption, draw_batch, draw_pictures, look_index,
+from ipce.demo.synthetic import prompt_text
+from ipce.demo.pretrain import (LOOK_WORDS, PretrainConfig, caption, draw_batch, draw_pictures, look_index,
                                   look_texts, plain_attention, pretrain, pretrain_loss, pretrain_lr, render_pool,
                                   squeeze)
 from ipce.models.backbone import load_backbone
@@ -28,7 +28,7 @@ def test_batches_pair_every_picture_with_an_altered_prompt():
     for a, p in zip(batch.altered, batch.prompts):
         assert sum(x != y for x, y in zip(a.split(), p.split())) <= 2
     # the picture of each prompt is in the pool: its pixels, normalized as the views are
-    from ipce.datasets.views import CLIP_MEAN, CLIP_STD
+    from ipce.models.views import CLIP_MEAN, CLIP_STD
 
     index = [caption(a) for a in attrs].index(batch.captions[0])
     mean, std = torch.tensor(CLIP_MEAN).view(3, 1, 1), torch.tensor(CLIP_STD).view(3, 1, 1)
@@ -52,7 +52,7 @@ def test_captions_say_how_degraded_pictures_look():
 
 
 def test_pool_pictures_are_squeezed_as_the_global_view_is():
-    from ipce.datasets.views import global_view, normalize_pixels, to_normalized_tensor
+    from ipce.models.views import global_view, normalize_pixels, to_normalized_tensor
     from tests.conftest import random_image
 
     picture = random_image(413, 287, seed=4)

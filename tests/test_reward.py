@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 import ipce
-from ipce.datasets.views import ViewConfig, make_views, tensor_views
+from ipce.models.views import ViewConfig, make_views, tensor_views
 from ipce.errors import IpceError
 from tests.conftest import random_image, tiny_checkpoint
 

@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from ipce.datasets.views import ViewConfig, make_views
+from ipce.models.views import ViewConfig, make_views
 from ipce.models.correspondence import level_texts, score_from_probs
 from ipce.models.reference import original_scores
 from tests.conftest import make_tiny_scorer, random_image

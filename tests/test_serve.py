@@ -24,8 +24,8 @@ from PIL import Image  # noqa: E402
 import ipce  # noqa: E402
 from ipce.cli import main  # noqa: E402
 from ipce.errors import IpceError  # noqa: E402
-from ipce.engine.serve_api import build_app, listen, make_server  # noqa: E402
-from ipce.engine.serve_batch import Batcher  # noqa: E402
+from ipce.serve.app import build_app, listen, make_server  # noqa: E402
+from ipce.serve.batch import Batcher  # noqa: E402
 from tests.conftest import random_image, tiny_checkpoint  # noqa: E402
 
 VIEWS = {"resize": 224, "patches": 2}  # small views: the same on both sides of every comparison

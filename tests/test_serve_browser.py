@@ -26,8 +26,8 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 import ipce  # noqa: E402
-from ipce.engine.serve_api import build_app  # noqa: E402
-from ipce.datasets.synthetic import degrade, render  # noqa: E402
+from ipce.serve.app import build_app  # noqa: E402
+from ipce.demo.synthetic import degrade, render  # noqa: E402
 from tests.conftest import tiny_checkpoint  # noqa: E402
 from tests.test_serve import running  # noqa: E402
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ipce.datasets import synthetic as syn
-from ipce.datasets.synthetic import (COLOURS, SyntheticConfig, generate, make_prompt,
+from ipce.demo import synthetic as syn
+from ipce.demo.synthetic import (COLOURS, SyntheticConfig, generate, make_prompt,
                                      mismatched_prompt, prompt_text, render)
 from ipce.errors import IpceError
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ipce.datasets.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
+from ipce.models.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
                                  to_normalized_tensor)
 from ipce.errors import IpceError
 from ipce.models.reference import all_windows, original_views

@@ -2,7 +2,7 @@
 
 Generates the synthetic AIGC quality set (cached), gives the tiny CLIP a short stand-in for
 CLIP's web pretraining (cached), fine-tunes it with the paper's protocol on one split (all in
-ipce/engine/demo.py), then prints and writes the held-out metrics and the pair table: held-out
+ipce/demo/run.py), then prints and writes the held-out metrics and the pair table: held-out
 images scored against their own prompt and against a mismatched one (<out>/summary.json,
 <out>/pairs.md), and the model's quality map of a half-noisy picture and best-of-5 contact sheet
 (<out>/quality_map.png, <out>/contact_sheet.png).
@@ -39,7 +39,7 @@ def format_pairs(rows: list[dict], accuracy: float, per_kind: dict) -> str:
 
 
 def demo_command(args) -> int:
-    from ipce.engine.demo import QUICK_NOTE, run_demo
+    from ipce.demo.run import QUICK_NOTE, run_demo
     from ipce.utils.io import write_json, write_text
 
     out = Path(args.out)

@@ -93,7 +93,7 @@ def _prefixes(args):
 
 
 def _validate(args) -> None:
-    from ipce.datasets.views import ViewConfig  # imported here: it brings torch, which `ipce --help` does not need
+    from ipce.models.views import ViewConfig  # imported here: it brings torch, which `ipce --help` does not need
 
     # ViewConfig holds the --resize/--patches check; building one here fails before any record is read
     ViewConfig(**{k: v for k, v in (("resize", args.resize), ("patches", args.patches)) if v is not None})

@@ -2,7 +2,7 @@
 /api/score`, `GET /api/health`, OpenAPI docs at `/docs`) from one process, on 127.0.0.1 unless
 --host says otherwise. Requests from many clients are scored in shared batches (up to
 --batch-size images, waiting at most --max-wait-ms for more). Needs the serve extra:
-`pip install "ipce[serve]"`. The app is ipce.engine.serve_api; this module reads the flags."""
+`pip install "ipce[serve]"`. The app is ipce.serve.app; this module reads the flags."""
 from __future__ import annotations
 
 import argparse
@@ -62,7 +62,7 @@ def serve_command(args: argparse.Namespace) -> int:
     _validate(args)
     _require_extra(page=not args.no_page)
     from ipce.api import load_scorer
-    from ipce.engine.serve_api import build_app, listen, make_server
+    from ipce.serve.app import build_app, listen, make_server
 
     sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
     try:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ipce.datasets.images import open_rgb
 from ipce.datasets.sources import Record, prefixed_prompt
-from ipce.datasets.views import ViewConfig, make_views
+from ipce.models.views import ViewConfig, make_views
 from ipce.errors import DataError
 
 

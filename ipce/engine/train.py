@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ipce.config import TrainConfig
 from ipce.datasets.loader import ViewDataset, make_loader
-from ipce.datasets.views import ViewConfig
+from ipce.models.views import ViewConfig
 from ipce.engine.evaluate import metrics_of, predict_loader
 from ipce.errors import DataError, IpceError, WeightsError
 from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load_backbone

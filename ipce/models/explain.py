@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from ipce.datasets.views import CROP, ViewConfig, adaptive_resize, crop_positions, global_view, grid_positions
-from ipce.datasets.views import crop_grid, to_normalized_tensor
+from ipce.models.views import CROP, ViewConfig, adaptive_resize, crop_positions, global_view, grid_positions
+from ipce.models.views import crop_grid, to_normalized_tensor
 from ipce.models.correspondence import CorrespondenceScorer, probs_from_logits, score_from_probs
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ipce.datasets.views import ViewConfig, tensor_views
+from ipce.models.views import ViewConfig, tensor_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer
 

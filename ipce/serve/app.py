@@ -1,5 +1,5 @@
 """The ASGI app of `ipce serve`: a JSON API (`POST /api/score`, `GET /api/health`, OpenAPI docs at
-`/docs`) and, mounted at `/`, the Gradio page (ipce.engine.serve_page). One Batcher owns the scorer.
+`/docs`) and, mounted at `/`, the Gradio page (ipce.serve.page). One Batcher owns the scorer.
 
 Uploads are decoded from the request's bytes with the checks every ipce image gets
 (ipce.datasets.images.decode_rgb: not an image, truncated, decompression bomb, ...); no path named by a
@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException
 
 from ipce.datasets.images import decode_rgb
 from ipce.datasets.sources import generator_of
-from ipce.engine.serve_batch import Batcher
+from ipce.serve.batch import Batcher
 from ipce.errors import DataError, IpceError
 
 log = logging.getLogger("ipce.serve")
@@ -254,7 +254,7 @@ def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.00
         return {"scores": scores}
 
     if page:
-        from ipce.engine.serve_page import mount_page
+        from ipce.serve.page import mount_page
 
         mount_page(app, batcher, max_upload_bytes)
     app.add_middleware(RequestLog)

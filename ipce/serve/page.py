@@ -13,7 +13,7 @@ import gradio as gr  # noqa: E402
 
 from ipce.api import render_quality_map  # noqa: E402
 from ipce.datasets.sources import generator_of  # noqa: E402
-from ipce.engine.serve_api import RequestError, Upload, decode_upload  # noqa: E402
+from ipce.serve.app import RequestError, Upload, decode_upload  # noqa: E402
 
 # system fonts only: the default theme would fetch its font from the web
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],

@@ -66,7 +66,7 @@ def render_pool(count: int, size: int, rng: np.random.Generator, degrade_rate: f
     Drawn at the sizes the synthetic dataset draws, some blurred, noisy, JPEG-compressed or
     flat (a random defect and severity, recorded as ``attrs[i]["look"]``), then squeezed to
     size x size exactly as the scorer's global view is (bilinear, no antialiasing)."""
-    from ipce.datasets.synthetic import QUALITY_KINDS, SyntheticConfig, degrade, draw_size, make_prompt, render
+    from ipce.demo.synthetic import QUALITY_KINDS, SyntheticConfig, degrade, draw_size, make_prompt, render
 
     sizes = SyntheticConfig()
     pictures, attrs = torch.empty((count, 3, size, size), dtype=torch.uint8), []
@@ -111,7 +111,7 @@ def look_index(look) -> int:
 def caption(attrs: dict, quality: bool = True) -> str:
     """The caption of a pool picture: its prompt, and for a degraded one how it looks, as web
     captions sometimes say ("a very blurry picture of two red circles on a blue background")."""
-    from ipce.datasets.synthetic import prompt_text
+    from ipce.demo.synthetic import prompt_text
 
     prompt = prompt_text(attrs)
     look = attrs.get("look")
@@ -153,8 +153,8 @@ def draw_batch(pool: torch.Tensor, attrs: list[dict], batch: int, rng: np.random
                quality_captions: bool = True, group: int = 1) -> Batch:
     """A batch from the pool: normalized pictures, their captions and prompts and, for each, a
     prompt that differs in one attribute (colour, shape, count or background; drawn afresh)."""
-    from ipce.datasets.synthetic import MISALIGN_KINDS, alter_attrs, prompt_text
-    from ipce.datasets.views import normalize_pixels
+    from ipce.demo.synthetic import MISALIGN_KINDS, alter_attrs, prompt_text
+    from ipce.models.views import normalize_pixels
 
     chosen = draw_pictures(attrs, batch, rng, group)
     kinds = rng.integers(len(MISALIGN_KINDS), size=batch)

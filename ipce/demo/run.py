@@ -1,5 +1,5 @@
 """The demo's work: the synthetic AIGC quality set (cached), a short stand-in for CLIP's web
-pretraining of the tiny CLIP (ipce/engine/pretrain.py; cached), fine-tuning with the paper's
+pretraining of the tiny CLIP (ipce/demo/pretrain.py; cached), fine-tuning with the paper's
 protocol on one split, and the analyses of the result: held-out images scored against their own
 prompt and a mismatched one, and the metrics and per-defect effects on a second generated set.
 `ipce demo` (ipce/commands/demo.py) prints and writes what `run_demo` returns.
@@ -34,7 +34,7 @@ QUICK_NOTE = ("ipce demo --quick is a smoke test of the pipeline: a few steps, s
 def demo_data(out_dir: Path, n: int, seed: int, workers: int, progress: bool, what: str = "synthetic AIGC images") -> Path:
     """The generated set of `n` images (seed `seed`) in `out_dir`, with a line saying whether it
     came from the cache (decided before generating) or is new; returns its annotations path."""
-    from ipce.datasets.synthetic import SyntheticConfig, generate, is_cached
+    from ipce.demo.synthetic import SyntheticConfig, generate, is_cached
 
     config = SyntheticConfig(n=n, seed=seed)
     state = "cached" if is_cached(out_dir, config) else "new"
@@ -49,7 +49,7 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu"
     import torch
     from tqdm.auto import tqdm
 
-    from ipce.engine.pretrain import PretrainConfig, pretrain
+    from ipce.demo.pretrain import PretrainConfig, pretrain
     from ipce.models.backbone import load_backbone
     from ipce.models.checkpoint import save_checkpoint
     from ipce.models.correspondence import CorrespondenceScorer
@@ -91,7 +91,7 @@ def pair_table(scorer, run_dir: Path, annotations: Path, seed: int = 0) -> tuple
     """Held-out images scored against their own prompt and a mismatched one, which differs in
     one attribute drawn as the dataset's misalignments are (colour, shape, count, background).
     Returns the pair accuracy, the accuracy per altered attribute, and the rows."""
-    from ipce.datasets.synthetic import MISALIGN_KINDS, mismatched_prompt
+    from ipce.demo.synthetic import MISALIGN_KINDS, mismatched_prompt
 
     with annotations.open(encoding="utf-8", newline="") as f:
         by_name = {row["image"]: row for row in csv.DictReader(f)}
@@ -146,7 +146,7 @@ def defect_effects(defects: list[str], mos: list[float], scores: list[float]) ->
     kind the model does not see has a score effect near 0 beside the MOS's (~-1.75 for a
     misalignment).
     Returns {kind: {"images", "mos", "score"}} for every kind, None where no image has it."""
-    from ipce.datasets.synthetic import MISALIGN_KINDS, QUALITY_KINDS
+    from ipce.demo.synthetic import MISALIGN_KINDS, QUALITY_KINDS
 
     kinds = [f"wrong_{kind}" for kind in MISALIGN_KINDS] + list(QUALITY_KINDS)
     named = [{item.split(":")[0] for item in d.split(";")} for d in defects]  # "blur:0.62;wrong_count:3"
@@ -168,7 +168,7 @@ def demo_pictures(scorer, out: Path, seed: int = 0) -> dict:
     blurred, noisy, low-contrast, and one drawn with another colour than its prompt says.
     Returns {"quality_map": png, "contact_sheet": png}."""
     from ipce.datasets.sources import Record, generator_of
-    from ipce.datasets.synthetic import alter_attrs, degrade, make_prompt, prompt_text, render
+    from ipce.demo.synthetic import alter_attrs, degrade, make_prompt, prompt_text, render
     from ipce.engine.rank import rank_records, ranking_sheet
     from ipce.utils.io import atomic_file, write_csv
     from ipce.utils.maps import render_quality_map

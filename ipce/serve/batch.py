@@ -4,7 +4,7 @@ seconds for more until the batch holds `batch_size` images, scores the batch in 
 hands each request its own scores back. Anything else that needs the model (the page's ranking,
 a quality map) runs on the same thread through `call`, so the model is never used by two threads.
 
-An image's views (crops and global view, ipce.datasets.views) are made by the thread that submits
+An image's views (crops and global view, ipce.models.views) are made by the thread that submits
 it, while the worker scores the batch before: the same split as `ipce predict`'s loader workers
 and its model. At most `4 * batch_size` images wait with their views made; a submitter blocks
 until the worker frees a place."""
@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 from PIL import Image
 
-from ipce.datasets.views import make_views
+from ipce.models.views import make_views
 
 
 @dataclass
