@@ -19,6 +19,7 @@ from ipce.utils.maps import QualityMap, render_quality_map  # noqa: F401  (ipce.
 from ipce.utils.precision import PRECISIONS, autocast  # noqa: F401  (ipce.api.PRECISIONS stays importable)
 
 COMBINES = ("mean", "product")
+RUNTIMES = ("torch", "onnxruntime")  # onnxruntime: a folder of `ipce export --format onnx` (the onnx extra)
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 
 
@@ -38,6 +39,7 @@ class Member:
     meta: dict
     views: ViewConfig
     prompt_prefix: str | None = None
+    runtime: str = "torch"
 
     @property
     def scale(self) -> ScoreScale:
@@ -161,6 +163,7 @@ class Scorer:
         a '{generator} {prompt}' model given a PIL image (a path gives it by its file name)."""
         from ipce.datasets.images import open_rgb
 
+        self._torch_only("a quality map (explain)")
         resizes = {m.views.resize for m in self.members}
         if len(resizes) > 1:
             raise IpceError(f"the ensemble's models resize differently ({', '.join(map(str, sorted(resizes)))}): "
@@ -192,6 +195,7 @@ class Scorer:
 
     def reward_detailed(self, pixels: torch.Tensor, prompts=None, generators=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(combined [B], per-model [M, B]) rewards, with gradients (see `reward`)."""
+        self._torch_only("the reward")
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise IpceError(f"reward: pixels of shape {tuple(pixels.shape)}; expected a float tensor [B, 3, H, W]")
         prompts = self.prompts_for(prompts, pixels.shape[0])
@@ -205,6 +209,11 @@ class Scorer:
         scale = self.members[0].scale
         combined = scale.to_data(combine_scores(per_model, self.combine))
         return combined.to(pixels.device), scale.to_data(per_model).to(pixels.device)
+
+    def _torch_only(self, what: str) -> None:
+        if any(m.runtime != "torch" for m in self.members):
+            raise IpceError(f"{what} needs the PyTorch runtime; load the checkpoint (or a folder of `ipce export "
+                            "--format safetensors`) without --runtime onnxruntime")
 
     def reward_fn(self) -> "RewardFn":
         """The reward as RL fine-tuning code for diffusion models takes it: a callable
@@ -228,13 +237,21 @@ def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Te
 
 
 def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resize: int | None = None,
-                patches: int | None = None, prompt_prefix: str | None = None, weights: str | None = None) -> Member:
-    """One model from a checkpoint file or a backbone name ('tiny', 'random:ViT-B-32', 'ViT-B-32')."""
+                patches: int | None = None, prompt_prefix: str | None = None, weights: str | None = None,
+                runtime: str = "torch") -> Member:
+    """One model from a checkpoint file, a model folder (`ipce export`) or a backbone name ('tiny',
+    'random:ViT-B-32', 'ViT-B-32'); `runtime='onnxruntime'`: from a folder of ONNX graphs."""
     from ipce.models.backbone import load_backbone
     from ipce.models.checkpoint import ORIGINAL_DEFAULTS, load_checkpoint
 
     path = Path(checkpoint)
-    if path.is_file() or path.suffix in CHECKPOINT_SUFFIXES or "/" in str(checkpoint):
+    if runtime not in RUNTIMES:
+        raise IpceError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
+    if runtime == "onnxruntime":
+        from ipce.models.onnx import load_onnx
+
+        model, meta = load_onnx(path, device)
+    elif path.is_file() or path.is_dir() or path.suffix in CHECKPOINT_SUFFIXES or "/" in str(checkpoint):
         model, meta = load_checkpoint(path, device)
     else:  # a backbone name: zero-shot CLIP, or random weights for 'tiny' / 'random:NAME'
         clip, config, _ = load_backbone(str(checkpoint), weights)
@@ -246,15 +263,16 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
     views = ViewConfig(resize=chosen(resize, "resize"), patches=chosen(patches, "patches"))
     if prompt_prefix is None:
         prompt_prefix = meta.get("prompt_prefix")
-    return Member(model, meta, views, None if prompt_prefix == "none" else prompt_prefix)
+    return Member(model, meta, views, None if prompt_prefix == "none" else prompt_prefix, runtime)
 
 
 def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cpu", resize: int | None = None,
                 patches: int | None = None, combine: str = "mean",
                 prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
                 batch_size: int = 16, compile: bool = False, channels_last: bool = False,
-                weights: str | Path | None = None) -> Scorer:
-    """A scorer from one checkpoint or several (an ensemble).
+                weights: str | Path | None = None, runtime: str = "torch") -> Scorer:
+    """A scorer from one checkpoint or several (an ensemble). A checkpoint is a file, a model folder
+    written by `ipce export` or a backbone name.
 
     `weights` is the weight file of a backbone named as the checkpoint (zero-shot, e.g.
     `load_scorer("ViT-B-32", weights="ViT-B-32.pt")`); without it the file is looked up
@@ -264,6 +282,8 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
     `compile` (torch.compile of both towers) and `channels_last`: ipce.models.speed; neither
     changes a score beyond float rounding.
+    `runtime='onnxruntime'` scores folders of `ipce export --format onnx` with onnxruntime (the onnx
+    extra; fp32, the CPU or onnxruntime's CUDA provider where installed); equal to PyTorch within 1e-4.
     """
     from ipce.models.speed import apply_speed_options
 
@@ -276,7 +296,9 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     from ipce.utils.device import resolve_device
 
     device = resolve_device(device)  # auto: cuda when available, else cpu
-    members = [load_member(c, device, resize, patches, p, weights) for c, p in zip(checkpoints, prefixes)]
-    for member in members:
+    if runtime == "onnxruntime" and precision != "fp32":
+        raise IpceError(f"--precision {precision}: the onnxruntime runtime scores in fp32; drop --precision")
+    members = [load_member(c, device, resize, patches, p, weights, runtime) for c, p in zip(checkpoints, prefixes)]
+    for member in members if runtime == "torch" else ():
         apply_speed_options(member.model, compile=compile, channels_last=channels_last)
     return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size)

@@ -167,6 +167,16 @@ def _add_reproduce(sub: argparse._SubParsersAction) -> None:
     add_train_arguments(p, leave_out=LEFT_OUT)
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    _add_module_command(
+        sub, "export",
+        "write a checkpoint as a model folder to share (safetensors or ONNX) with its model card",
+        "Write a checkpoint as a folder a model hub takes: model.safetensors (or, with --format onnx, the image and "
+        "text encoders as ONNX graphs), config.json and README.md, a model card written from the run (data, "
+        "protocol, metrics over splits beside the paper's, base weights, limits, how to load). Every --checkpoint "
+        "and ipce.load_scorer take the folder.")
+
+
 # Subcommands register here, one adder per subcommand.
 ADDERS = [
     _add_demo,
@@ -180,6 +190,7 @@ ADDERS = [
     _add_explain,
     _add_serve,
     _add_reproduce,
+    _add_export,
 ]
 
 

@@ -45,11 +45,23 @@ def file_identity(path: str | Path) -> dict:
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 
+def folder_identity(path: str | Path) -> dict:
+    """{path, size, sha256} of a model folder (`ipce export`): its files' names and contents, in name order."""
+    path = Path(path)
+    digest, size = hashlib.sha256(), 0
+    for file in sorted(p for p in path.iterdir() if p.is_file() and p.name != "README.md"):  # the card may change
+        digest.update(json.dumps([file.name, file_identity(file)["sha256"]]).encode("utf-8") + b"\n")
+        size += file.stat().st_size
+    return {"path": str(path.resolve()), "size": size, "sha256": digest.hexdigest()}
+
+
 def checkpoint_identity(checkpoint: str, weights: str | None) -> dict:
-    """A checkpoint file by its contents; a backbone name (zero-shot, random tiny) by its name and
-    the weight file it was built from."""
+    """A checkpoint file or model folder by its contents; a backbone name (zero-shot, random tiny) by
+    its name and the weight file it was built from."""
     if Path(checkpoint).is_file():
         return file_identity(checkpoint)
+    if Path(checkpoint).is_dir():
+        return folder_identity(checkpoint)
     return {"name": str(checkpoint), "weights": file_identity(weights) if weights else None}
 
 

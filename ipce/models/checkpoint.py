@@ -4,7 +4,8 @@ Ours are self-describing (backbone config, template, levels, view settings, trai
 metrics, `mos_range`: the scale of the training scores, which the model answers on) and written
 atomically; a file without `mos_range` (older ones, the original code's) answers on the model's 0..5.
 The original code's `torch.save({'model_state_dict': ...})` files and bare CLIP weight files load too,
-with the architecture read off the tensor shapes.
+with the architecture read off the tensor shapes. A model folder (`ipce export`: `model.safetensors`
+beside `config.json`, the layout a model hub expects) loads as the checkpoint it was exported from.
 Nothing is ever unpickled beyond tensors (`weights_only=True`).
 """
 from __future__ import annotations
@@ -24,6 +25,25 @@ FORMAT = "ipce-checkpoint"
 VERSION = 1
 # What a checkpoint without metadata (the original code's, a bare CLIP) is evaluated with.
 ORIGINAL_DEFAULTS = {"resize": 512, "patches": 15}
+# A model folder: the weights (with the metadata in their header, as a checkpoint) and the metadata as JSON.
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+ONNX_FORMAT = "ipce-onnx"  # config.json's `format` in a folder of ONNX graphs (ipce.models.onnx)
+
+
+def folder_config(path: str | Path) -> dict | None:
+    """config.json of a model folder (`ipce export`), or None when `path` is not a folder."""
+    path = Path(path)
+    if not path.is_dir():
+        return None
+    config = path / CONFIG_FILE
+    if not config.is_file():
+        raise WeightsError(f"{path}: a folder without {CONFIG_FILE}; give a checkpoint file or a folder written "
+                           "by `ipce export`")
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise WeightsError(f"{config}: not readable JSON ({err}); export the folder again") from None
 
 
 def save_checkpoint(path: str | Path, model: CorrespondenceScorer, meta: dict,
@@ -51,8 +71,10 @@ def save_checkpoint(path: str | Path, model: CorrespondenceScorer, meta: dict,
 
 
 def read_metadata(path: str | Path) -> dict | None:
-    """The ipce metadata of a checkpoint, or None for files without it."""
+    """The ipce metadata of a checkpoint (or a model folder's config.json), or None for files without it."""
     path = Path(path)
+    if path.is_dir():
+        return folder_config(path)
     if path.suffix != ".safetensors" or not path.is_file():
         return None
     from safetensors import safe_open
@@ -71,6 +93,13 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     if not path.exists():
         raise WeightsError(f"{path}: no such checkpoint")
     meta = read_metadata(path)
+    if path.is_dir():
+        if meta.get("format") == ONNX_FORMAT:
+            raise WeightsError(f"{path}: a folder of ONNX graphs; score it with --runtime onnxruntime "
+                               "(load_scorer(..., runtime='onnxruntime'))")
+        path = path / MODEL_FILE
+        if not path.is_file():
+            raise WeightsError(f"{path}: missing; a model folder holds {MODEL_FILE} beside {CONFIG_FILE}")
     state = read_state_dict(path)
     if meta is not None:
         clip, _ = clip_from_state_dict(state, meta["model_config"], meta.get("quick_gelu", True), source=path)
@@ -81,3 +110,27 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         template, levels = TEMPLATE, LEVELS
     model = CorrespondenceScorer(clip, template=template, levels=levels).to(device).eval()
     return model, meta
+
+
+def save_model_folder(checkpoint: str | Path, out: str | Path, extra: dict | None = None) -> dict:
+    """Write `checkpoint` (an ipce checkpoint file or model folder) as a model folder `out`:
+    MODEL_FILE (the same tensors, in their stored dtype, with the metadata in the header) and
+    CONFIG_FILE (the metadata, plus `extra`). Returns the metadata written."""
+    from safetensors.torch import load_file, save_file
+
+    from ipce.utils.io import write_json
+
+    source = Path(checkpoint)
+    meta = read_metadata(source)
+    if meta is None or meta.get("format") == ONNX_FORMAT:
+        raise WeightsError(f"{source}: not an ipce checkpoint (one written by `ipce train`, or a folder of "
+                           "`ipce export`); only those carry what a model folder describes")
+    weights = source / MODEL_FILE if source.is_dir() else source
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {**meta, **(extra or {})}
+    tensors = load_file(str(weights))
+    with atomic_file(out / MODEL_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"ipce": json.dumps(meta)})
+    write_json(out / CONFIG_FILE, meta)
+    return meta
