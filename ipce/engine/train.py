@@ -1,13 +1,15 @@
 """Training, split by split: set-up, loop, evaluation, checkpoints, resume, DDP, report.
 
-Read top to bottom: `run` prepares data and splits and calls `train_split` for each split;
-`train_split` is the loop (AdamW, the original code's cosine schedule, L1 loss, autocast, accumulation),
-evaluates the held-out part after every epoch, keeps the best epoch as an ipce checkpoint
-and the last epoch as a resumable state.
+Read top to bottom: `run` prepares data and splits and calls `train_split` for each split.
+`train_split` reads as the loop: `set_up_split` (model, AdamW, scaler, resume via `load_state`), then per
+epoch `train_one_epoch` (the original code's cosine schedule, `batch_loss` (L1), autocast, accumulation),
+`evaluate` on the held-out part and `end_epoch` (best epoch as an ipce checkpoint, `save_state` of the
+last epoch for --resume), then `finish_split` (test part, plots, result.json).
 """
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import json
 import math
 import time
@@ -195,7 +197,7 @@ def write_predictions(path: Path, records, indices, preds) -> None:
 
 
 # ---------------------------------------------------------------------------- one split
-def evaluate_model(model, records, config: TrainConfig, device, desc: str):
+def evaluate(model, records, config: TrainConfig, device, desc: str):
     """Held-out predictions (every rank's share gathered) and their metrics."""
     from torch.utils.data.distributed import DistributedSampler
 
@@ -223,123 +225,191 @@ def evaluate_model(model, records, config: TrainConfig, device, desc: str):
     return order, pred, metrics_of(pred, mos)
 
 
-def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> dict:
-    """Train on one split; returns the best epoch's metrics (and test metrics for holdout)."""
-    from torch.nn.parallel import DistributedDataParallel
-    from torch.utils.data.distributed import DistributedSampler
+@dataclass
+class SplitRun:
+    """What one split's training holds between epochs: the model (and its DDP wrapper `net`), the
+    optimizer, the loss scaler, the training views, the epochs' rates, and the history so far."""
+    k: int
+    split_dir: Path
+    model: CorrespondenceScorer
+    model_config: dict
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    train_set: ViewDataset
+    val_records: list
+    lrs: list[float]
+    history: list[dict] = field(default_factory=list)
+    best: dict = field(default_factory=lambda: {"srcc_plcc_mean": -math.inf})
+    start_epoch: int = 0
+    writer: object = None
 
-    rank, world, _ = dist_info()
+    @property
+    def state_path(self) -> Path:
+        return self.split_dir / "last.pt"
+
+    @property
+    def best_path(self) -> Path:
+        return self.split_dir / "best.safetensors"
+
+
+def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> SplitRun:
+    """The split's model (seeded by split), optimizer and scaler, resumed from `last.pt` under --resume,
+    wrapped for DDP; its training views; its TensorBoard writer."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    _, world, _ = dist_info()
     split_dir.mkdir(parents=True, exist_ok=True)
-    state_path, best_path = split_dir / "last.pt", split_dir / "best.safetensors"
     torch.manual_seed(config.seed + k)
-    scale = scale_of(config.mos_range)
     model, model_config = build_model(config, device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    history, best, start_epoch = [], {"srcc_plcc_mean": -math.inf}, 0
-
-    if config.resume and state_path.is_file():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.clip.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        # a state written before the metric's rename holds "main": read under the current name
-        history = [with_current_names(h) for h in state["history"]]
-        best, start_epoch = with_current_names(state["best"]), state["epoch"] + 1
-        torch.set_rng_state(state["torch_rng"])
-        if is_main():
-            print(f"split {k}: resuming after epoch {start_epoch} from {state_path}")
-
-    train_records = [records[i] for i in split.train]
-    val_records = [records[i] for i in split.val]
-    train_set = ViewDataset(train_records,
+    train_set = ViewDataset([records[i] for i in split.train],
                             ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip),
                             config.prompt_prefix, seed=config.seed + k)
+    state = SplitRun(k, split_dir, model, model_config, model, optimizer, scaler, train_set,
+                     [records[i] for i in split.val], epoch_lrs(config.epochs, config.lr, config.t_max))
+    if config.resume and state.state_path.is_file():
+        load_state(state)
     apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)  # before DDP wraps it
-    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None) \
-        if world > 1 else model
-    per_rank = max(1, config.batch_size // world // config.accumulate)
-    lrs = epoch_lrs(config.epochs, config.lr, config.t_max)
-    writer = None
+    if world > 1:
+        state.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.tensorboard and is_main():
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise IpceError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
-        writer = SummaryWriter(str(split_dir / "tensorboard"))
+        state.writer = tensorboard_writer(split_dir)
+    return state
 
-    for epoch in range(start_epoch, config.epochs):
-        for group in optimizer.param_groups:
-            group["lr"] = lrs[epoch]
-        train_set.set_epoch(epoch)
-        order_seed = config.seed * 1000 + k * 100 + epoch  # the epoch's order, independent of resumes
-        sampler = DistributedSampler(train_set, shuffle=True, seed=order_seed) if world > 1 else None
-        loader = make_loader(train_set, per_rank, shuffle=True, workers=config.workers, seed=order_seed,
-                             device=device, sampler=sampler)
-        model.train()
-        loss_sum, seen, started = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=len(train_set), desc=f"split {k} epoch {epoch + 1}/{config.epochs}", unit="img",
-                   disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
-        optimizer.zero_grad(set_to_none=True)
-        for step, batch in enumerate(loader):
-            crops = batch.crops.to(device, non_blocking=True)
-            global_view = batch.global_view.to(device, non_blocking=True)
-            targets = batch.targets.to(device)
-            with autocast(device, config.precision):
-                scores = net(crops, global_view, batch.prompts)
-            loss = F.l1_loss(scores.float(), scale.to_model(targets))  # the model answers on 0..5
-            scaler.scale(loss / config.accumulate).backward()
-            if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-            loss_sum += loss.item() * len(batch)
-            seen += len(batch)
-            bar.update(len(batch) * world)
-            bar.set_postfix(loss=f"{scale.to_data_error(loss_sum / seen):.4f}", lr=f"{lrs[epoch]:.2e}")
-        bar.close()
-        train_loss = scale.to_data_error(sum(gather(loss_sum)) / max(sum(gather(seen)), 1))  # data's scale
+
+def tensorboard_writer(split_dir: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise IpceError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(split_dir / "tensorboard"))
+
+
+def save_state(state: SplitRun, epoch: int) -> None:
+    """`last.pt`: everything --resume needs to continue after `epoch` as if never stopped."""
+    save_torch(state.state_path, {"model": state.model.clip.state_dict(), "optimizer": state.optimizer.state_dict(),
+                                  "scaler": state.scaler.state_dict(), "epoch": epoch, "history": state.history,
+                                  "best": state.best, "torch_rng": torch.get_rng_state()})
+
+
+def load_state(state: SplitRun) -> None:
+    """Continue from `last.pt`: weights, optimizer, scaler, history, best epoch and the random state."""
+    saved = torch.load(state.state_path, map_location="cpu", weights_only=True)
+    state.model.clip.load_state_dict(saved["model"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scaler.load_state_dict(saved["scaler"])
+    # a state written before the metric's rename holds "main": read under the current name
+    state.history = [with_current_names(h) for h in saved["history"]]
+    state.best, state.start_epoch = with_current_names(saved["best"]), saved["epoch"] + 1
+    torch.set_rng_state(saved["torch_rng"])
+    if is_main():
+        print(f"split {state.k}: resuming after epoch {state.start_epoch} from {state.state_path}")
+
+
+def batch_loss(scores: torch.Tensor, targets: torch.Tensor, scale: ScoreScale) -> torch.Tensor:
+    """The training loss of one batch: L1 between the model's scores and the targets mapped to the
+    model's 0..5."""
+    return F.l1_loss(scores.float(), scale.to_model(targets))
+
+
+def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: torch.device) -> float:
+    """One pass over the training views at the epoch's rate, in the epoch's own order (seeded, so a
+    resumed run draws the same); returns the mean training loss on the data's scale."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    _, world, _ = dist_info()
+    scale, lr = scale_of(config.mos_range), state.lrs[epoch]
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+    state.train_set.set_epoch(epoch)
+    order_seed = config.seed * 1000 + state.k * 100 + epoch  # the epoch's order, independent of resumes
+    sampler = DistributedSampler(state.train_set, shuffle=True, seed=order_seed) if world > 1 else None
+    loader = make_loader(state.train_set, max(1, config.batch_size // world // config.accumulate), shuffle=True,
+                         workers=config.workers, seed=order_seed, device=device, sampler=sampler)
+    state.model.train()
+    loss_sum, seen = 0.0, 0
+    bar = tqdm(total=len(state.train_set), desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}", unit="img",
+               disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
+    state.optimizer.zero_grad(set_to_none=True)
+    for step, batch in enumerate(loader):
+        with autocast(device, config.precision):
+            scores = state.net(batch.crops.to(device, non_blocking=True),
+                               batch.global_view.to(device, non_blocking=True), batch.prompts)
+        loss = batch_loss(scores, batch.targets.to(device), scale)
+        state.scaler.scale(loss / config.accumulate).backward()
+        if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+            state.scaler.step(state.optimizer)
+            state.scaler.update()
+            state.optimizer.zero_grad(set_to_none=True)
+        loss_sum += loss.item() * len(batch)
+        seen += len(batch)
+        bar.update(len(batch) * world)
+        bar.set_postfix(loss=f"{scale.to_data_error(loss_sum / seen):.4f}", lr=f"{lr:.2e}")
+    bar.close()
+    return scale.to_data_error(sum(gather(loss_sum)) / max(sum(gather(seen)), 1))
+
+
+def end_epoch(state: SplitRun, config: TrainConfig, metrics: dict, order, pred) -> None:
+    """After an epoch's evaluation: keep the checkpoint and predictions of a better epoch, append the
+    history, write the resume state and report (rank 0); every rank then agrees on the best."""
+    record = state.history[-1]
+    epoch = record["epoch"]
+    improved = (metrics["srcc_plcc_mean"] > state.best["srcc_plcc_mean"]
+                or not math.isfinite(state.best["srcc_plcc_mean"]))
+    if is_main():
+        if improved:
+            state.best = dict(record)
+            save_checkpoint(state.best_path, state.model, checkpoint_meta(config, state.model_config, metrics, epoch))
+            write_predictions(state.split_dir / "val_predictions.csv", state.val_records, order, pred)
+        write_text(state.split_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
+        if state.writer is not None:
+            for key in ("train_loss", "srcc", "plcc", "srcc_plcc_mean", "lr"):
+                state.writer.add_scalar(key, record[key], epoch)
+        save_state(state, epoch - 1)
+        tqdm.write(f"split {state.k} epoch {epoch}: loss {record['train_loss']:.4f}  srcc {record['srcc']:.4f}  "
+                   f"plcc {record['plcc']:.4f}  ({record['train_images_per_s']:.1f} img/s)")
+    state.best = gather(state.best)[0]  # every rank agrees with rank 0
+
+
+def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> dict:
+    """Train on one split: set up (or resume), then per epoch train, evaluate the held-out part and keep
+    the best; finally test the best epoch (holdout) and write the split's result. Returns the result."""
+    state = set_up_split(config, records, split, k, split_dir, device)
+    for epoch in range(state.start_epoch, config.epochs):
+        started = time.perf_counter()
+        train_loss = train_one_epoch(state, config, epoch, device)
         train_seconds = time.perf_counter() - started
+        order, pred, metrics = evaluate(state.model, state.val_records, config, device, desc=f"split {k} eval")
+        state.history.append({"epoch": epoch + 1, "lr": state.lrs[epoch], "train_loss": train_loss,
+                              "train_images_per_s": len(state.train_set) / train_seconds, **metrics})
+        end_epoch(state, config, metrics, order, pred)
+    if state.writer is not None:
+        state.writer.close()
+    return finish_split(state, config, records, split, device)
 
-        order, pred, metrics = evaluate_model(model, val_records, config, device, desc=f"split {k} eval")
-        record = {"epoch": epoch + 1, "lr": lrs[epoch], "train_loss": train_loss,
-                  "train_images_per_s": len(train_set) / train_seconds, **metrics}
-        history.append(record)
-        improved = metrics["srcc_plcc_mean"] > best["srcc_plcc_mean"] or not math.isfinite(best["srcc_plcc_mean"])
-        if is_main():
-            if improved:
-                best = dict(record)
-                save_checkpoint(best_path, model, checkpoint_meta(config, model_config, metrics, epoch + 1))
-                write_predictions(split_dir / "val_predictions.csv", val_records, order, pred)
-            write_text(split_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history))
-            if writer is not None:
-                for key in ("train_loss", "srcc", "plcc", "srcc_plcc_mean", "lr"):
-                    writer.add_scalar(key, record[key], epoch + 1)
-            save_torch(state_path, {"model": model.clip.state_dict(), "optimizer": optimizer.state_dict(),
-                                    "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
-                                    "best": best, "torch_rng": torch.get_rng_state()})
-            tqdm.write(f"split {k} epoch {epoch + 1}: loss {train_loss:.4f}  srcc {metrics['srcc']:.4f}  "
-                       f"plcc {metrics['plcc']:.4f}  ({len(train_set) / train_seconds:.1f} img/s)")
-        best = gather(best)[0]  # every rank agrees with rank 0
-    if writer is not None:
-        writer.close()
 
+def finish_split(state: SplitRun, config: TrainConfig, records, split, device: torch.device) -> dict:
+    """The split's result (the best epoch's metrics; under holdout, the best checkpoint's test metrics),
+    its plots and result.json; the resume state goes unless --keep-last."""
+    k, best = state.k, state.best
     result = {"split": k, **best}
     if split.test and len(split.test):
         from ipce.models.checkpoint import load_checkpoint
 
-        best_model, _ = load_checkpoint(best_path, device)
+        best_model, _ = load_checkpoint(state.best_path, device)
         apply_speed_options(best_model, compile=config.compile, channels_last=config.channels_last)
         test_records = [records[i] for i in split.test]
-        order, pred, test_metrics = evaluate_model(best_model, test_records, config, device, desc=f"split {k} test")
+        order, pred, test_metrics = evaluate(best_model, test_records, config, device, desc=f"split {k} test")
         result = {"split": k, "epoch": best["epoch"], "val_srcc_plcc_mean": best["srcc_plcc_mean"], **test_metrics}
         if is_main():
-            write_predictions(split_dir / "test_predictions.csv", test_records, order, pred)
+            write_predictions(state.split_dir / "test_predictions.csv", test_records, order, pred)
     if is_main():
-        plot_split(split_dir, history, k)
-        write_text(split_dir / "result.json", json.dumps(result, indent=2))
-        drop_last_state(state_path, config.keep_last)
+        plot_split(state.split_dir, state.history, k)
+        write_text(state.split_dir / "result.json", json.dumps(result, indent=2))
+        drop_last_state(state.state_path, config.keep_last)
     return result
 
 
