@@ -21,13 +21,15 @@ image: it is refused (exit 1).
 Rows stream to `<out>.parts/` as batches finish, beside the run's settings `<out>.ipce.json`
 (ipce.engine.parts); at the end they are merged into `--out` in annotation order and the part
 files removed. After any stop the same command with `--resume` scores only what is missing and
-writes the file an uninterrupted run writes. Under `torchrun --nproc_per_node=N -m ipce predict`
+writes the file an uninterrupted run writes. One run per output: rank 0 holds `<out>.lock`
+(ipce.utils.lock) for the whole run, and another `ipce predict` on the same --out is refused. Under `torchrun --nproc_per_node=N -m ipce predict`
 each process scores every N-th block left; rank 0 writes the output, the errors and the metrics
 (and exits 0 with unreadable images skipped: torchrun would report status 3 as a failure).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -184,18 +186,26 @@ def _on_main(make, *args):
 
 
 def predict_command(args: argparse.Namespace) -> int:
-    from ipce.api import load_scorer
-    from ipce.engine.parts import PartStore, run_settings
-    from ipce.engine.predict import check_generators, plan_run
-    from ipce.utils.distributed import dist_info, setup_distributed
+    from ipce.utils.distributed import is_main
+    from ipce.utils.lock import hold_lock
 
-    rank, world, _ = dist_info()
-    main = rank == 0
-    _validate(args)
+    paths = _output_paths(args)
+    # one run per output: rank 0 holds <out>.lock until the end; a second run (not a rank of this
+    # one) is refused at once. The OS drops the lock when the holder dies, however it dies.
+    with hold_lock(paths[0], f"--out {args.out or paths[0]}") if is_main() else contextlib.nullcontext():
+        _validate(args)
+        records, source = _read_records(args)
+        return _run(args, records, source, paths)
+
+
+def _read_records(args):
+    """The records of the data flags and their source, with warnings about them printed once."""
+    from ipce.utils.distributed import is_main
+
     records, source = records_from_args(args)
-    for warning in prompt_warnings(r.prompt for r in records) if main else ():  # once per run, with counts
+    for warning in prompt_warnings(r.prompt for r in records) if is_main() else ():  # once per run, with counts
         print(f"ipce: warning: {warning}", file=sys.stderr)
-    if getattr(args, "prompts", None) and main:
+    if getattr(args, "prompts", None) and is_main():
         from ipce.engine.predict import unlisted_images
 
         missed = unlisted_images(args.images, records)
@@ -204,8 +214,18 @@ def predict_command(args: argparse.Namespace) -> int:
                   f"and are not scored (e.g. {missed[0].name}); add rows image,prompt for them", file=sys.stderr)
     if not records:
         raise IpceError(f"{source}: no images listed")
-    csv_path, errors_path, plot_path, folder = _output_paths(args)
+    return records, source
 
+
+def _run(args, records, source, paths) -> int:
+    from ipce.api import load_scorer
+    from ipce.engine.parts import PartStore, run_settings
+    from ipce.engine.predict import check_generators, plan_run
+    from ipce.utils.distributed import dist_info, setup_distributed
+
+    rank, world, _ = dist_info()
+    main = rank == 0
+    csv_path, errors_path, plot_path, folder = paths
     device = setup_distributed(args.device)  # under torchrun: this rank's GPU, or the CPU with gloo
     scorer = load_scorer(args.checkpoint, device=str(device), resize=args.resize, patches=args.patches,
                          combine=args.combine, prompt_prefix=_prefixes(args), precision=args.precision,
@@ -217,6 +237,8 @@ def predict_command(args: argparse.Namespace) -> int:
     plan = _on_main(plan_run, store, settings, len(records), args.batch_size, args.resume)
     if plan.error:
         raise IpceError(plan.error)
+    if plan.stale and main:
+        print(plan.stale)
     if plan.complete:
         unreadable = plan.complete.get("unreadable", 0)
         if main:
@@ -228,8 +250,7 @@ def predict_command(args: argparse.Namespace) -> int:
     scored, unreadable, seconds = _score_share(scorer, records, plan, store, args, rank, world)
     if not main:
         return 0
-    code = _finish(args, scorer, records, store, settings, plan, (scored, unreadable, seconds),
-                   (csv_path, errors_path, plot_path, folder))
+    code = _finish(args, scorer, records, store, settings, plan, (scored, unreadable, seconds), paths)
     # torchrun reports any status but 0 as the process's failure (and itself exits 1): partial
     # results under torchrun exit 0, the errors file tells them
     return 0 if world > 1 else code
@@ -287,19 +308,20 @@ def _finish(args, scorer, records, store, settings, plan, counts, paths) -> int:
     _write_errors(errors_path, errors)
     if errors:
         print(f"skipped {len(errors)} unreadable image(s), listed in {errors_path}; first: {errors[0][1]}")
-    state = {"complete": True, "scored": total_scored, "unreadable": len(errors)}
     if folder is not None and errors:
-        store.write_settings(settings, **state)
-        store.clear()
+        store.clear()  # not complete: a rerun after the images are fixed scores them all
         raise IpceError(f"submission refused: {len(errors)} of {len(records)} images could not be scored "
                         f"(listed in {errors_path}); the challenge needs a score for every image: fix them and rerun")
 
     with_target = any(r.target is not None for r in records)
     models = len(scorer.members)
     scored = [] if with_target or folder is not None else None  # the scores, only where metrics or a submission need them
-    stream_csv(csv_path, _header(models, with_target), _final_rows(store, records, models, with_target, scored))
+    stream_csv(csv_path, _header(models, with_target), _final_rows(store, records, models, with_target, scored),
+               fsync=True)
     print(f"wrote {csv_path}")
-    store.write_settings(settings, **state)
+    # complete only now that the rows are on disk, with the output's size: a resume checks it is still there
+    store.write_settings(settings, complete=True, scored=total_scored, unreadable=len(errors),
+                         out_bytes=csv_path.stat().st_size)
     store.clear()
     if with_target:
         _report_metrics(scored, plot_path)

@@ -70,6 +70,7 @@ class Plan:
     already: int = 0                 # records that had their row before this run (--resume)
     cleared: bool = False            # a run without --resume removed an earlier run's part files
     complete: dict | None = None     # --resume into a finished output: its sidecar (nothing to do)
+    stale: str | None = None         # --resume into an output marked complete that is missing or changed
     error: str | None = None         # a one-line refusal, raised on every rank
 
 
@@ -78,13 +79,16 @@ def plan_run(store, settings: dict, records: int, batch_size: int, resume: bool)
     from ipce.engine.parts import Resumed, blocks_left, differing_setting
 
     saved = store.read_settings() if resume else None
+    stale = None
     if saved is not None:
         differs = differing_setting(saved.get("settings", {}), settings)
         if differs:
             return Plan(error=f"--resume into {store.out}: {differs}; pass the settings it was made with, or "
                               "rerun without --resume to start over")
-        if saved.get("complete") and store.out.is_file() and not store.files():
-            return Plan(complete=saved)
+        if saved.get("complete") and not store.files():
+            stale = _changed_output(store.out, saved)
+            if stale is None:
+                return Plan(complete=saved)
         found = store.scan(records)
         cleared = False
     else:
@@ -92,7 +96,19 @@ def plan_run(store, settings: dict, records: int, batch_size: int, resume: bool)
         found = Resumed(attempt=0, done=bytearray(records), already=0)
     store.write_settings(settings, complete=False)
     return Plan(attempt=found.attempt, blocks=blocks_left(found.done, batch_size), already=found.already,
-                cleared=cleared)
+                cleared=cleared, stale=stale)
+
+
+def _changed_output(out: Path, saved: dict) -> str | None:
+    """Why a finished output cannot be taken as done (missing, or not the size it was written
+    with), or None when it can."""
+    if not out.is_file():
+        return f"{out} is missing although {out.name}.ipce.json says complete: scoring every image again"
+    size = out.stat().st_size
+    if saved.get("out_bytes") != size:
+        return (f"{out} holds {size} bytes, not the {saved.get('out_bytes', 'unknown')} it was written with: "
+                "scoring every image again")
+    return None
 
 
 class RankBar:
