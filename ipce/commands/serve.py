@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from ipce.commands.flags import (CHECKPOINT_TERMS, add_combine_argument, add_device_argument, add_precision_argument,
@@ -33,6 +34,12 @@ def add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-upload-mb", type=float, default=DEFAULT_MAX_UPLOAD_MB, metavar="MB",
                    help="largest request body (API) and uploaded file (page), in MB")
     p.add_argument("--no-page", action="store_true", help="the JSON API only, no Gradio page")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="require the token in FILE (or in the environment variable IPCE_SERVE_TOKEN) on every "
+                        "request: Authorization: Bearer <token>; the page asks for it once. Needed to listen on "
+                        "any address but loopback")
+    p.add_argument("--no-auth", action="store_true",
+                   help="serve a non-loopback --host without a token (anyone who reaches the port can use it)")
 
 
 def _validate(args) -> None:
@@ -58,11 +65,25 @@ def _require_extra(page: bool) -> None:
         raise IpceError(f"ipce serve needs {', '.join(missing)}, not installed: {EXTRA}")
 
 
+def _token(args) -> str | None:
+    """The token to require (None: none), or the one-line refusal of a network address without one."""
+    from ipce.serve.auth import TOKEN_ENV, read_token, require_token_off_loopback
+
+    if args.no_auth and (args.token_file is not None or os.environ.get(TOKEN_ENV) is not None):
+        raise IpceError(f"--no-auth and a token ({'--token-file' if args.token_file else TOKEN_ENV}) both given: "
+                        "drop one")
+    token = None if args.no_auth else read_token(args.token_file)
+    require_token_off_loopback(args.host, token, args.no_auth)
+    return token
+
+
 def serve_command(args: argparse.Namespace) -> int:
     _validate(args)
+    token = _token(args)
     _require_extra(page=not args.no_page)
     from ipce.api import load_scorer
     from ipce.serve.app import build_app, listen, make_server
+    from ipce.serve.auth import TokenAuth
 
     sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
     try:
@@ -83,10 +104,11 @@ def serve_command(args: argparse.Namespace) -> int:
     shown = f"[{host}]" if ":" in host else host
     lo, hi = scorer.scale
     print(f"serving {', '.join(map(str, args.checkpoint))} on {device} ({args.precision}), scores on {lo:g}..{hi:g}: "
-          f"http://{shown}:{port}/{' (API only)' if args.no_page else ''}, POST /api/score, GET /api/health, /docs; "
+          f"http://{shown}:{port}/{' (API only)' if args.no_page else ''}, POST /api/score, GET /api/health, /docs"
+          f"{', token required' if token else ''}; "
           "Ctrl+C stops", flush=True)
     try:
-        make_server(app).run(sockets=[sock])
+        make_server(TokenAuth(app, token)).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl+C once it has shut down: the usual way to stop
         pass
     finally:

@@ -223,9 +223,9 @@ def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.00
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/api/health", summary="the model, device, precision and score scale")
-    async def get_health():
-        return health(scorer, checkpoints)
+    @app.get("/api/health", summary="the model, device, precision and score scale; whether a token is required")
+    async def get_health(request: Request):
+        return {**health(scorer, checkpoints), "auth": request.scope.get("ipce.auth", False)}  # ipce.serve.auth
 
     @app.post("/api/score", summary="score images against their prompt", openapi_extra={"requestBody": SCORE_BODY},
               responses={200: {"description": '{"scores": [...]}, in request order'},
