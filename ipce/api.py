@@ -96,34 +96,47 @@ class Scorer:
             raise IpceError(f"got {count} images but {len(prompts)} prompts: give one prompt or one per image")
         return prompts
 
+    def _each_member(self, prompts: Sequence[str], generators: Sequence[str | None] | None, run) -> torch.Tensor:
+        """[M, B] on the models' 0..5: `run(member, texts)` for every member under the scorer's autocast,
+        with each member's texts (its prompt prefix applied to `prompts`)."""
+        generators = generators or [None] * len(prompts)
+        rows = []
+        for member in self.members:
+            texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
+            with autocast(self.device, self.precision):
+                rows.append(run(member, texts).float())
+        return torch.stack(rows)
+
+    def _on_scale(self, per_model: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(combined [B], per-model [M, B]) on the scorer's scale from per-model scores on 0..5: combined
+        on the model's 0..5 (the product rule q1*q2/5 is defined there), then mapped."""
+        scale = self.members[0].scale  # every member's (checked in __init__)
+        return scale.to_data(combine_scores(per_model, self.combine)), scale.to_data(per_model)
+
     @torch.no_grad()
     def score_views(self, views: dict[ViewConfig, tuple[torch.Tensor, torch.Tensor]], prompts: Sequence[str],
                     generators: Sequence[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(combined [B], per-model [M, B]) for prepared views (one (crops, global) per view config),
         on the scorer's scale."""
-        generators = generators or [None] * len(prompts)
-        rows = []
-        for member in self.members:
+        def run(member, texts):
             crops, global_view = views[member.views]
-            texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
-            with autocast(self.device, self.precision):
-                scores = member.model(crops.to(self.device, non_blocking=True),
-                                      global_view.to(self.device, non_blocking=True), texts)
-            rows.append(scores.float().cpu())
-        per_model = torch.stack(rows)
-        scale = self.members[0].scale  # every member's (checked in __init__)
-        # combine on the model's 0..5 (the product rule q1*q2/5 is defined there), then map back
-        return scale.to_data(combine_scores(per_model, self.combine)), scale.to_data(per_model)
+            return member.model(crops.to(self.device, non_blocking=True),
+                                global_view.to(self.device, non_blocking=True), texts).cpu()
+        return self._on_scale(self._each_member(prompts, generators, run))
 
     def score(self, images: Sequence[str | Path | Image.Image] | str | Path | Image.Image,
-              prompts: Sequence[str] | str | None = None, generators: Sequence[str | None] | None = None) -> list[float]:
+              prompts: Sequence[str] | str | None = None, generators: Sequence[str | None] | None = None,
+              progress: bool = False) -> list[float]:
         """Scores on `self.scale` (0..5 unless trained with --mos-range) for images (paths or PIL
-        images) and one prompt or one per image (none for a prompt-free model)."""
-        return self.score_detailed(images, prompts, generators)[0]
+        images) and one prompt or one per image (none for a prompt-free model). `progress`: a bar over
+        the images."""
+        return self.score_detailed(images, prompts, generators, progress)[0]
 
-    def score_detailed(self, images, prompts=None, generators=None) -> tuple[list[float], list[list[float]]]:
+    def score_detailed(self, images, prompts=None, generators=None,
+                       progress: bool = False) -> tuple[list[float], list[list[float]]]:
         """(combined scores, per-model scores [M][N])."""
         from ipce.datasets.images import open_rgb
+        from ipce.utils.progress import progress_bar
 
         if isinstance(images, (str, Path, Image.Image)):
             images = [images]
@@ -132,6 +145,7 @@ class Scorer:
         if generators is None:
             generators = [None if isinstance(im, Image.Image) else generator_of(str(im)) for im in images]
         combined, per_model = [], [[] for _ in self.members]
+        bar = progress_bar(total=len(images), desc="score", unit="img", enabled=progress, leave=False)
         for start in range(0, len(images), self.batch_size):
             chunk = slice(start, start + self.batch_size)
             pil = [im.convert("RGB") if isinstance(im, Image.Image) else open_rgb(im) for im in images[chunk]]
@@ -140,6 +154,8 @@ class Scorer:
             combined += scores.tolist()
             for i, row in enumerate(each.tolist()):
                 per_model[i] += row
+            bar.update(len(pil))
+        bar.close()
         return combined, per_model
 
 
@@ -176,10 +192,8 @@ class Scorer:
         with autocast(self.device, self.precision):
             qmap = quality_map(pil, [m.model for m in self.members], [m.views for m in self.members], texts,
                                stride=stride, device=self.device, batch_size=self.batch_size, progress=progress)
-        scale = self.members[0].scale
-
         def combined(per_model: torch.Tensor) -> list[float]:  # [M, N] on 0..5 -> N on the scorer's scale
-            return scale.to_data(combine_scores(per_model, self.combine)).tolist()
+            return self._on_scale(per_model)[0].tolist()
         return QualityMap(image_size=pil.size, boxes=qmap.boxes, scores=combined(qmap.crop_scores),
                           global_score=combined(qmap.global_scores[:, None])[0],
                           score=combined(qmap.final_scores[:, None])[0], scale=self.scale, stride=qmap.stride,
@@ -199,16 +213,11 @@ class Scorer:
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise IpceError(f"reward: pixels of shape {tuple(pixels.shape)}; expected a float tensor [B, 3, H, W]")
         prompts = self.prompts_for(prompts, pixels.shape[0])
-        generators = generators or [None] * len(prompts)
-        rows = []
-        for member in self.members:
-            texts = [prefixed_prompt(p, member.prompt_prefix, g) for p, g in zip(prompts, generators)]
-            with autocast(self.device, self.precision):
-                rows.append(view_scores(member.model, pixels.to(self.device), member.views, texts).float())
-        per_model = torch.stack(rows)
-        scale = self.members[0].scale
-        combined = scale.to_data(combine_scores(per_model, self.combine))
-        return combined.to(pixels.device), scale.to_data(per_model).to(pixels.device)
+        per_model = self._each_member(
+            prompts, generators, lambda member, texts: view_scores(member.model, pixels.to(self.device), member.views,
+                                                                   texts))
+        combined, per_model = self._on_scale(per_model)
+        return combined.to(pixels.device), per_model.to(pixels.device)
 
     def _torch_only(self, what: str) -> None:
         if any(m.runtime != "torch" for m in self.members):

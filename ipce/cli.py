@@ -6,10 +6,9 @@ import argparse
 import sys
 from importlib import import_module
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments,
-                                 add_device_argument, add_view_arguments, add_group_by_argument, add_n_splits_argument,
-                                 add_precision_argument, add_progress_argument, add_speed_arguments,
-                                 add_weights_argument, add_workers_argument, exit_codes_epilog)
+from ipce.commands.flags import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments, add_device_argument,
+                                 add_group_by_argument, add_model_arguments, add_n_splits_argument,
+                                 add_progress_argument, add_workers_argument, exit_codes_epilog)
 from ipce.errors import IpceError
 
 
@@ -38,19 +37,13 @@ def _add_module_command(sub: argparse._SubParsersAction, name: str, summary: str
 
 def _add_score(sub: argparse._SubParsersAction) -> None:
     p = _subparser(sub, "score", "score images against a prompt with a checkpoint",
-                   "Score image files against one prompt with a checkpoint: a table on the terminal, "
+                   "Score image files against one prompt with a checkpoint or an ensemble: a table on the terminal, "
                    "optionally a CSV.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--prompt", default=None,
                    help="the prompt the images were generated from (not needed by a prompt-free checkpoint)")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT",
-                   help=f"{CHECKPOINT_TERMS}; scores come on the scale it was trained on (0..5, or its "
-                        "--mos-range)")
-    add_weights_argument(p)
-    add_view_arguments(p)
-    add_device_argument(p)
-    add_precision_argument(p)
-    add_speed_arguments(p)
+    add_model_arguments(p)
+    p.add_argument("--batch-size", type=int, default=16, help="images per batch")
     p.add_argument("--out", default=None, help="write image,prompt,score to this CSV")
     p.set_defaults(run=_command("score", "score_command"))
 

@@ -20,7 +20,7 @@ from tests.datagen import build_custom, write_image
 SUBCOMMANDS = ["score", "check-data", "splits", "train", "predict", "demo", "weights", "weights list",
                "weights fetch", "rank", "explain", "serve", "reproduce", "export"]
 BUILDS_A_MODEL = {"score", "train", "predict", "demo", "rank", "explain", "serve", "reproduce"}
-SHOWS_A_BAR = {"check-data", "train", "predict", "demo", "weights fetch", "rank", "explain", "reproduce"}
+SHOWS_A_BAR = {"score", "check-data", "train", "predict", "demo", "weights fetch", "rank", "explain", "reproduce"}
 SHARED = ("--device", "--workers", "--no-progress", "--group-by", "--n-splits", "--precision")
 
 

@@ -89,3 +89,32 @@ def test_score_warns_once_about_odd_prompts_and_sends_folders_to_predict(tmp_pat
     code = main(["score", str(tmp_path), "--prompt", "a cat", "--checkpoint", "tiny"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and "is a folder" in err[0] and "ipce predict --images" in err[0]
+
+
+SCORER_COMMANDS = ["score", "predict", "rank", "explain", "serve"]
+
+
+@pytest.mark.parametrize("name", SCORER_COMMANDS)
+def test_every_command_that_builds_a_scorer_takes_the_model_flags(name):
+    from tests.test_cli_grammar import PARSERS, _options
+
+    options = _options(PARSERS[name])
+    for flag in ("--checkpoint", "--weights", "--resize", "--patches", "--combine", "--prompt-prefix", "--device",
+                 "--precision", "--compile", "--channels-last"):
+        assert flag in options, (name, flag)
+    assert isinstance(options["--checkpoint"], __import__("argparse")._AppendAction)  # repeat to ensemble
+
+
+def test_score_ensembles_two_checkpoints_with_resize(tmp_path, capsys):
+    image = tmp_path / "gen_0.png"
+    random_image(256, 192, seed=1).save(image)
+    first = tiny_checkpoint(tmp_path / "a.safetensors", seed=3)
+    second = tiny_checkpoint(tmp_path / "b.safetensors", seed=4)
+    out = tmp_path / "scores.csv"
+    code = main(["score", str(image), "--prompt", "a cat", "--checkpoint", str(first), "--checkpoint", str(second),
+                 "--combine", "product", "--resize", "224", "--patches", "1", "--no-progress", "--out", str(out)])
+    assert code == 0
+    got = float(next(csv.DictReader(out.open()))["score"])
+    single = [ipce.load_scorer(c, resize=224, patches=1).score([image], "a cat")[0] for c in (first, second)]
+    assert got == pytest.approx(single[0] * single[1] / 5, abs=1e-6)
+    assert got != pytest.approx(ipce.load_scorer(first, patches=1).score([image], "a cat")[0], abs=1e-4)

@@ -8,8 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_device_argument, add_precision_argument,
-                                 add_progress_argument, add_view_arguments, add_weights_argument, resolve_device)
+from ipce.commands.flags import EXIT_PARTIAL, add_model_arguments, scorer_from_args
 from ipce.errors import IpceError
 
 
@@ -17,21 +16,15 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--prompt", default=None,
                    help="the prompt the images were generated from (not needed by a prompt-free checkpoint)")
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_TERMS)
-    add_weights_argument(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for <stem>.png and <stem>.csv per image")
     p.add_argument("--stride", type=int, default=None,
                    help="crop grid stride in pixels of the resized image (default: the method's own, 32, or 48 "
                         "from 1024 px)")
-    add_view_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="crops per image-encoder call")
-    add_device_argument(p)
-    add_precision_argument(p)
-    add_progress_argument(p)
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    from ipce.api import load_scorer
     from ipce.engine.explain import explain_images
 
     for image in args.images:
@@ -41,9 +34,7 @@ def explain_command(args: argparse.Namespace) -> int:
         raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.stride is not None and args.stride < 1:
         raise IpceError(f"--stride {args.stride}: must be at least 1")
-    scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize,
-                         patches=args.patches, precision=args.precision, batch_size=args.batch_size,
-                         weights=args.weights)
+    scorer = scorer_from_args(args)
     scorer.prompts_for(args.prompt, 1)  # a prompt-aware checkpoint without --prompt: one line, before any work
     started = time.perf_counter()
     done, errors = explain_images(scorer, [Path(i) for i in args.images], args.prompt, Path(args.out),

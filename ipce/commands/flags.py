@@ -258,6 +258,56 @@ def add_combine_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument("--combine", choices=("mean", "product"), default="mean", help=COMBINE_HELP)
 
 
+PROMPT_PREFIX_HELP = ("text seen by a model: the prompt (none) or '{generator} {prompt}' (generator, the file name "
+                      "up to its first '_'); once for all checkpoints or once per checkpoint, in order (default: "
+                      "what each checkpoint says)")
+
+
+def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, progress: bool = True) -> None:
+    """The model flags of every command that builds a scorer (`scorer_from_args`): --checkpoint
+    (repeat to ensemble), --weights, --resize, --patches, --combine, --prompt-prefix, --device,
+    --precision, --compile, --channels-last and, for a command that shows a bar (`progress`),
+    --no-progress."""
+    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
+                   help=f"{CHECKPOINT_TERMS}; repeat to ensemble. Scores come on the scale the models were "
+                        "trained on (0..5, or their --mos-range)")
+    add_weights_argument(p)
+    add_view_arguments(p)
+    add_combine_argument(p)
+    p.add_argument("--prompt-prefix", action="append", choices=("none", "generator"), default=None,
+                   help=PROMPT_PREFIX_HELP)
+    add_device_argument(p)
+    add_precision_argument(p)
+    add_speed_arguments(p)
+    if progress:
+        add_progress_argument(p)
+
+
+def prompt_prefixes(args: argparse.Namespace):
+    """--prompt-prefix as load_scorer takes it: None (each checkpoint's), one for all, or one per checkpoint."""
+    prefixes = args.prompt_prefix
+    if not prefixes:
+        return None
+    if len(prefixes) == 1:
+        return prefixes[0]
+    if len(prefixes) != len(args.checkpoint):
+        raise IpceError(f"--prompt-prefix: got {len(prefixes)} values for {len(args.checkpoint)} checkpoints; "
+                        "give one for all or one per --checkpoint")
+    return prefixes
+
+
+def scorer_from_args(args: argparse.Namespace, device=None, batch_size: int | None = None):
+    """The scorer the model flags (`add_model_arguments`) describe; `device`: one already resolved
+    (predict under torchrun), else --device; `batch_size`: else --batch-size, else 16."""
+    from ipce.api import load_scorer
+
+    return load_scorer(args.checkpoint, device=str(device) if device is not None else resolve_device(args.device),
+                       resize=args.resize, patches=args.patches, combine=args.combine,
+                       prompt_prefix=prompt_prefixes(args), precision=args.precision,
+                       batch_size=batch_size or getattr(args, "batch_size", None) or 16, compile=args.compile,
+                       channels_last=args.channels_last, weights=args.weights)
+
+
 def train_overrides(args: argparse.Namespace) -> dict:
     """{field: value} for every TrainConfig field that is a flag of `args` (None: not given), for the
     commands that train (train, reproduce); the preset is read apart, as the recipe the others override."""

@@ -34,10 +34,9 @@ import math
 import sys
 from pathlib import Path
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_combine_argument, add_data_source_arguments,
-                                 add_device_argument, add_view_arguments,
-                                 add_precision_argument, add_progress_argument, add_prompt_source_arguments,
-                                 add_speed_arguments, add_weights_argument, add_workers_argument, records_from_args)
+from ipce.commands.flags import (EXIT_PARTIAL, add_data_source_arguments, add_model_arguments,
+                                 add_prompt_source_arguments, add_workers_argument, records_from_args,
+                                 scorer_from_args)
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
@@ -46,23 +45,11 @@ EXIT_SKIPPED = EXIT_PARTIAL  # finished, with the unreadable images skipped (was
 
 # ----------------------------------------------------------------------------- flags
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The models of `ipce predict` and how to run them."""
-    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
-                   help=f"{CHECKPOINT_TERMS}; repeat to ensemble")
-    add_weights_argument(p)
-    add_combine_argument(p)
-    p.add_argument("--prompt-prefix", action="append", choices=("none", "generator"), default=None,
-                   help="text seen by a model: the prompt (none) or '{generator} {prompt}' (generator, the file "
-                        "name up to its first '_'); once for all checkpoints or once per checkpoint, in order "
-                        "(default: what each checkpoint says)")
-    add_view_arguments(p)
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """The models of `ipce predict` (the model flags) and how to run them."""
+    add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
     add_workers_argument(p)
-    add_device_argument(p)
-    add_precision_argument(p)
-    add_speed_arguments(p)
-    add_progress_argument(p)
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -77,22 +64,10 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue a run that stopped: score only the images without a row in <out>.parts/ "
                         "(refused when a setting differs from <out>.ipce.json); without it a run starts over")
-    add_model_arguments(p)
+    add_run_arguments(p)
 
 
 # ----------------------------------------------------------------------------- the command
-
-def _prefixes(args):
-    prefixes = args.prompt_prefix
-    if not prefixes:
-        return None
-    if len(prefixes) == 1:
-        return prefixes[0]
-    if len(prefixes) != len(args.checkpoint):
-        raise IpceError(f"--prompt-prefix: got {len(prefixes)} values for {len(args.checkpoint)} checkpoints; "
-                        "give one for all or one per --checkpoint")
-    return prefixes
-
 
 def _validate(args) -> None:
     from ipce.models.views import ViewConfig  # imported here: it brings torch, which `ipce --help` does not need
@@ -218,7 +193,6 @@ def _read_records(args):
 
 
 def _run(args, records, source, paths) -> int:
-    from ipce.api import load_scorer
     from ipce.engine.parts import PartStore, run_settings
     from ipce.engine.predict import check_generators, plan_run
     from ipce.utils.distributed import dist_info, setup_distributed
@@ -227,10 +201,7 @@ def _run(args, records, source, paths) -> int:
     main = rank == 0
     csv_path, errors_path, plot_path, folder = paths
     device = setup_distributed(args.device)  # under torchrun: this rank's GPU, or the CPU with gloo
-    scorer = load_scorer(args.checkpoint, device=str(device), resize=args.resize, patches=args.patches,
-                         combine=args.combine, prompt_prefix=_prefixes(args), precision=args.precision,
-                         batch_size=args.batch_size, compile=args.compile, channels_last=args.channels_last,
-                         weights=args.weights)
+    scorer = scorer_from_args(args, device=device)
     check_generators(scorer, records)
     store = PartStore(csv_path)
     settings = _on_main(run_settings, scorer, args.checkpoint, args.weights, records, args.batch_size)

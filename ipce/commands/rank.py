@@ -8,17 +8,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, EXIT_PARTIAL, add_device_argument, add_precision_argument,
-                                 add_progress_argument, add_prompt_source_arguments, add_view_arguments,
-                                 add_weights_argument, records_from_args, resolve_device)
+from ipce.commands.flags import (EXIT_PARTIAL, add_model_arguments, add_prompt_source_arguments, records_from_args,
+                                 scorer_from_args)
 from ipce.errors import IpceError
 
 SHEET_COLUMNS = 10  # thumbnails per prompt on the sheet without --top
 
 
 def add_rank_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, metavar="CKPT", help=CHECKPOINT_TERMS)
-    add_weights_argument(p)
     p.add_argument("--images", required=True, metavar="DIR", help="folder of the candidate images")
     add_prompt_source_arguments(p)
     p.add_argument("--out", default="ranked.csv", help="CSV of image,prompt,score,rank")
@@ -26,11 +23,8 @@ def add_rank_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sheet", default=None, metavar="PNG",
                    help=f"also draw a contact sheet: per prompt its images in rank order, the score under each "
                         f"(the best --top, else the best {SHEET_COLUMNS})")
-    add_view_arguments(p)
+    add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    add_device_argument(p)
-    add_precision_argument(p)
-    add_progress_argument(p)
 
 
 def _records(args, scorer):
@@ -47,7 +41,6 @@ def _records(args, scorer):
 
 
 def rank_command(args: argparse.Namespace) -> int:
-    from ipce.api import load_scorer
     from ipce.engine.rank import rank_records, ranking_sheet
     from ipce.utils.io import write_csv
 
@@ -58,9 +51,7 @@ def rank_command(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise IpceError(f"--out {out}: a folder; give a CSV file name")
-    scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize,
-                         patches=args.patches, precision=args.precision, batch_size=args.batch_size,
-                         weights=args.weights)
+    scorer = scorer_from_args(args)
     records = _records(args, scorer)
     if not records:
         raise IpceError(f"{args.prompts or args.images}: no images listed")

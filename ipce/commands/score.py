@@ -5,14 +5,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from ipce.api import load_scorer
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 from ipce.utils.io import write_csv
 
 
 def score_command(args) -> int:
-    from ipce.commands.flags import resolve_device
+    from ipce.commands.flags import scorer_from_args
 
     for image in args.images:
         if Path(image).is_dir():
@@ -23,10 +22,10 @@ def score_command(args) -> int:
     if args.prompt is not None:
         for warning in prompt_warnings([args.prompt]):
             print(f"ipce: warning: {warning}", file=sys.stderr)
-    scorer = load_scorer(args.checkpoint, device=resolve_device(args.device), resize=args.resize, patches=args.patches,
-                         precision=args.precision, compile=args.compile, channels_last=args.channels_last,
-                         weights=args.weights)
-    scores = scorer.score(args.images, args.prompt)  # no prompt: a prompt-aware checkpoint is a one-line error
+    if args.batch_size < 1:
+        raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
+    scorer = scorer_from_args(args)
+    scores = scorer.score(args.images, args.prompt, progress=not args.no_progress)  # no prompt: a prompt-aware checkpoint is a one-line error
     width = max(len(str(i)) for i in args.images)
     lo, hi = scorer.scale
     scale = "0-5" if (lo, hi) == (0, 5) else f"scale {lo:g}..{hi:g}"  # the scale of the model's training scores

@@ -10,8 +10,7 @@ import logging
 import os
 import sys
 
-from ipce.commands.flags import (CHECKPOINT_TERMS, add_combine_argument, add_device_argument, add_precision_argument,
-                                 add_weights_argument, resolve_device)
+from ipce.commands.flags import add_model_arguments, resolve_device, scorer_from_args
 from ipce.errors import IpceError
 
 EXTRA = 'pip install "ipce[serve]"'
@@ -19,15 +18,10 @@ DEFAULT_MAX_UPLOAD_MB = 32
 
 
 def add_serve_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
-                   help=f"{CHECKPOINT_TERMS}; repeat to ensemble")
-    add_weights_argument(p)
-    add_combine_argument(p)
+    add_model_arguments(p, progress=False)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on; 0.0.0.0 serves every network the machine is on")
     p.add_argument("--port", type=int, default=7860, metavar="PORT", help="port to listen on (0: any free port)")
-    add_device_argument(p)
-    add_precision_argument(p)
     p.add_argument("--batch-size", type=int, default=16, metavar="N", help="most images scored in one batch")
     p.add_argument("--max-wait-ms", type=float, default=5.0, metavar="MS",
                    help="how long a batch waits for more images before it is scored")
@@ -81,15 +75,13 @@ def serve_command(args: argparse.Namespace) -> int:
     _validate(args)
     token = _token(args)
     _require_extra(page=not args.no_page)
-    from ipce.api import load_scorer
     from ipce.serve.app import build_app, listen, make_server
     from ipce.serve.auth import TokenAuth
 
     sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
     try:
         device = resolve_device(args.device)
-        scorer = load_scorer(args.checkpoint, device=device, combine=args.combine, precision=args.precision,
-                             batch_size=args.batch_size, weights=args.weights)
+        scorer = scorer_from_args(args, device=device)
         app = build_app(scorer, args.checkpoint, max_upload_bytes=int(args.max_upload_mb * 2**20),
                         max_wait=args.max_wait_ms / 1000, page=not args.no_page)
     except BaseException:
