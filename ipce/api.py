@@ -180,6 +180,9 @@ class Scorer:
         from ipce.datasets.images import open_rgb
 
         self._torch_only("a quality map (explain)")
+        if any(m.views.mode != "ipce" for m in self.members):
+            raise IpceError("a quality map needs ipce's crops: CLIPScore (clipscore:...) scores one centre view, "
+                            "so it has no map; explain with an ipce checkpoint")
         resizes = {m.views.resize for m in self.members}
         if len(resizes) > 1:
             raise IpceError(f"the ensemble's models resize differently ({', '.join(map(str, sorted(resizes)))}): "
@@ -248,14 +251,26 @@ def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Te
 def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resize: int | None = None,
                 patches: int | None = None, prompt_prefix: str | None = None, weights: str | None = None,
                 runtime: str = "torch") -> Member:
-    """One model from a checkpoint file, a model folder (`ipce export`) or a backbone name ('tiny',
-    'random:ViT-B-32', 'ViT-B-32'); `runtime='onnxruntime'`: from a folder of ONNX graphs."""
+    """One model from a checkpoint file, a model folder (`ipce export`), a backbone name ('tiny',
+    'random:ViT-B-32', 'ViT-B-32') or the CLIPScore baseline ('clipscore:ViT-B-32': 100 * max(cos, 0),
+    ipce.models.clipscore; its views are CLIP's own, so `resize`, `patches` and `prompt_prefix` do not
+    apply); `runtime='onnxruntime'`: from a folder of ONNX graphs."""
     from ipce.models.backbone import load_backbone
     from ipce.models.checkpoint import ORIGINAL_DEFAULTS, load_checkpoint
+
+    from ipce.models import clipscore
 
     path = Path(checkpoint)
     if runtime not in RUNTIMES:
         raise IpceError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
+    if clipscore.is_clipscore(checkpoint) and not path.exists():  # the baseline: CLIP's cosine, 0..100
+        if runtime != "torch":
+            raise IpceError(f"{checkpoint}: the CLIPScore baseline runs with --runtime torch only")
+        name = clipscore.backbone_of(str(checkpoint))
+        clip, config, _ = load_backbone(name, weights)
+        model = clipscore.ClipScoreModel(clip).to(device).eval()
+        meta = {"backbone": name, "model_config": config, "scorer": "clipscore", "mos_range": list(clipscore.RANGE)}
+        return Member(model, meta, ViewConfig(mode="clip"), None)
     if runtime == "onnxruntime":
         from ipce.models.onnx import load_onnx
 

@@ -8,7 +8,8 @@ from importlib import import_module
 
 from ipce.commands.flags import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments, add_device_argument,
                                  add_group_by_argument, add_model_arguments, add_n_splits_argument,
-                                 add_progress_argument, add_workers_argument, exit_codes_epilog)
+                                 add_preference_arguments, add_progress_argument, add_workers_argument,
+                                 exit_codes_epilog)
 from ipce.errors import IpceError
 
 
@@ -50,9 +51,11 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 
 def _add_check_data(sub: argparse._SubParsersAction) -> None:
     p = _subparser(sub, "check-data", "decode every image of a dataset and report problems",
-                   "Read a dataset's annotations, decode every image and report every problem in one run: bad "
-                   "rows, bad images, duplicates (warnings). Exit 1 when any record is unusable.")
+                   "Read a dataset's annotations (or a preference file: --preferences), decode every image and "
+                   "report every problem in one run: bad rows, bad images, duplicates (warnings). Exit 1 when any "
+                   "record is unusable.")
     add_data_source_arguments(p)
+    add_preference_arguments(p)
     p.add_argument("--report", default=None, help="write problems and warnings to this CSV (path,row,severity,problem)")
     add_workers_argument(p)
     add_progress_argument(p)

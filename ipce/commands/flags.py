@@ -162,8 +162,9 @@ def exit_codes_epilog() -> str:
 
 
 CHECKPOINT_TERMS = ("an ipce checkpoint, an original checkpoint (a file saved by the original authors' training "
-                    "scripts, torch.save({'model_state_dict': ...})), or a backbone name (ViT-B-32, tiny, "
-                    "random:ViT-B-32, ...)")
+                    "scripts, torch.save({'model_state_dict': ...})), a backbone name (ViT-B-32, tiny, "
+                    "random:ViT-B-32, ...), or the CLIPScore baseline clipscore:NAME (100 * max(cos, 0) of CLIP NAME's "
+                    "image and prompt embeddings, on 0..100)")
 DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
 WORKERS_HELP = ("parallel image decoders, 0 for none (processes when loading batches; threads when checking "
                 "images, which measured faster there)")
@@ -327,3 +328,32 @@ def resolve_device(device: str | None) -> str:
     from ipce.utils.device import resolve_device as resolve
 
     return resolve(device)
+
+
+# ----------------------------------------------------------------------------- preferences
+
+def add_preference_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--preferences FILE` (human choices, with --images DIR) and the pair table's column names."""
+    p.add_argument("--preferences", default=None, metavar="FILE",
+                   help="human choices among images of one prompt (with --images DIR): ImageRewardDB's JSON "
+                        "(prompt, generations, ranking) or a CSV of pairs (caption, image_0, image_1, label_0: 1 the "
+                        "first preferred, 0 the second, 0.5 a tie)")
+    p.add_argument("--preference-form", choices=("auto", "imagereward", "pairs"), default="auto",
+                   help="the form of --preferences: auto (.json: imagereward, else pairs)")
+    p.add_argument("--caption-col", default=None, help="pairs: prompt column (default: caption)")
+    p.add_argument("--image0-col", default=None, help="pairs: first image column (default: image_0, else jpg_0)")
+    p.add_argument("--image1-col", default=None, help="pairs: second image column (default: image_1, else jpg_1)")
+    p.add_argument("--label-col", default=None, help="pairs: label column (default: label_0)")
+
+
+def preferences_from_args(args: argparse.Namespace):
+    """The preference file the flags name, every entry checked: (Preferences, description)."""
+    from ipce.datasets.preferences import PairColumns, load_preferences
+
+    images = getattr(args, "images", None)
+    if not images:
+        raise IpceError("--images: required with --preferences (the folder the image names are relative to)")
+    columns = PairColumns(caption=getattr(args, "caption_col", None), image_0=getattr(args, "image0_col", None),
+                          image_1=getattr(args, "image1_col", None), label=getattr(args, "label_col", None))
+    found = load_preferences(args.preferences, images, getattr(args, "preference_form", None) or "auto", columns)
+    return found, f"{args.preferences} (images in {images})"

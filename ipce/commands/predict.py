@@ -8,10 +8,13 @@ Data, one of (ipce.commands.flags):
   --annotations FILE --images DIR                              any CSV/XLSX with a header
   --images DIR --prompt TEXT                                   every image in a folder, one prompt
   --images DIR --prompts FILE                                  a folder and a CSV `image,prompt`
+  --preferences FILE --images DIR                              human choices (ImageRewardDB JSON, pair CSV)
 
 Output: `--out FILE.csv` with `image,prompt,score` (plus `score_1, score_2, ...` per
 checkpoint when ensembling, and `mos` when the annotations carry scores); with scores, the
-metrics are printed and a scatter plot is written to `<out stem>.png`. With `--submission`,
+metrics are printed and a scatter plot is written to `<out stem>.png`. With `--preferences`, every
+distinct image of the file is scored once (a row per image) and the preference metrics are printed
+(pairwise accuracy over untied pairs, accuracy with ties as half, mean Kendall tau per group). With `--submission`,
 `--out DIR` gets output.txt, readme.txt and submission.zip (see ipce.engine.submission).
 
 Unreadable images are skipped and listed in `<out stem>.errors.csv` (`path,problem`); the
@@ -35,8 +38,8 @@ import sys
 from pathlib import Path
 
 from ipce.commands.flags import (EXIT_PARTIAL, add_data_source_arguments, add_model_arguments,
-                                 add_prompt_source_arguments, add_workers_argument, records_from_args,
-                                 scorer_from_args)
+                                 add_preference_arguments, add_prompt_source_arguments, add_workers_argument,
+                                 records_from_args, scorer_from_args)
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
@@ -56,6 +59,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of `ipce predict`."""
     add_data_source_arguments(p, leave_out=("--duplicates",))
     add_prompt_source_arguments(p)
+    add_preference_arguments(p)
     p.add_argument("--out", default=None,
                    help="CSV of scores (default: predictions.csv); with --submission a folder "
                         "(default: submissions/<subset>)")
@@ -94,9 +98,9 @@ def _header(models: int, with_target: bool) -> list[str]:
         (["mos"] if with_target else [])
 
 
-def _final_rows(store, records, models: int, with_target: bool, scored: list | None):
+def _final_rows(store, records, models: int, with_target: bool, scored: list | None, by_index: dict | None = None):
     """The output's rows in annotation order, from the part files; each scored record's
-    (score, target) is appended to `scored` (unless None) on the way."""
+    (score, target) is appended to `scored` (unless None), its score to `by_index` (unless None)."""
     for index, problem, values in store.merged():
         if problem:
             continue
@@ -104,6 +108,8 @@ def _final_rows(store, records, models: int, with_target: bool, scored: list | N
         score = float(values[0])
         if scored is not None:
             scored.append((score, record.target))
+        if by_index is not None:
+            by_index[index] = score
         row = [record.name, record.prompt, f"{score:.7f}"]
         if models > 1:
             row += [f"{float(v):.7f}" for v in values[1:]]
@@ -128,6 +134,37 @@ def _report_metrics(scored: list, plot_path: Path) -> None:
           f"(n={len(pred)})")
     plot_scatter(pred, mos, plot_path, title=f"{plot_path.stem}: n={len(pred)}")
     print(f"scatter plot: {plot_path}")
+
+
+def _report_preferences(preferences, by_index: dict) -> None:
+    from ipce.engine.evaluate import preference_metrics_of
+
+    groups, members = preferences
+    m = preference_metrics_of(groups, members, by_index)
+    shown = {k: "n/a" if math.isnan(m[k]) else f"{m[k]:.4f}" for k in ("pair_accuracy", "pair_accuracy_ties",
+                                                                          "kendall_tau")}
+    print(f"pairwise accuracy {shown['pair_accuracy']} over {m['pairs']} ordered pairs; with ties as half "
+          f"{shown['pair_accuracy_ties']} over {m['pairs'] + m['tied_pairs']} pairs; Kendall tau "
+          f"{shown['kendall_tau']} (mean over {m['groups']} groups)")
+    if m["left_out_pairs"] or m["left_out_tied_pairs"]:
+        print(f"left out for unreadable images: {m['left_out_pairs']} ordered pairs, {m['left_out_tied_pairs']} tied "
+              f"pairs, {m['left_out_groups']} groups left with fewer than two images")
+
+
+def _records(args):
+    """(records, description, preferences: (groups, each group's record indices) or None)."""
+    if getattr(args, "preferences", None) is None:
+        return (*records_from_args(args), None)
+    from ipce.commands.flags import preferences_from_args
+    from ipce.datasets.preferences import group_records
+
+    given = [f for f in ("annotations", "preset", "prompt", "prompts") if getattr(args, f, None) is not None]
+    if given:
+        raise IpceError(f"--preferences and --{given[0]}: score one data file at a time")
+    found, source = preferences_from_args(args)
+    groups = found.usable()
+    records, members = group_records(groups)
+    return records, source, (groups, members)
 
 
 def _output_paths(args):
@@ -169,15 +206,16 @@ def predict_command(args: argparse.Namespace) -> int:
     # one) is refused at once. The OS drops the lock when the holder dies, however it dies.
     with hold_lock(paths[0], f"--out {args.out or paths[0]}") if is_main() else contextlib.nullcontext():
         _validate(args)
-        records, source = _read_records(args)
-        return _run(args, records, source, paths)
+        records, source, preferences = _read_records(args)
+        return _run(args, records, source, paths, preferences)
 
 
 def _read_records(args):
-    """The records of the data flags and their source, with warnings about them printed once."""
+    """The records of the data flags, their source and the preference groups (or None), with warnings
+    about them printed once."""
     from ipce.utils.distributed import is_main
 
-    records, source = records_from_args(args)
+    records, source, preferences = _records(args)
     for warning in prompt_warnings(r.prompt for r in records) if is_main() else ():  # once per run, with counts
         print(f"ipce: warning: {warning}", file=sys.stderr)
     if getattr(args, "prompts", None) and is_main():
@@ -189,10 +227,10 @@ def _read_records(args):
                   f"and are not scored (e.g. {missed[0].name}); add rows image,prompt for them", file=sys.stderr)
     if not records:
         raise IpceError(f"{source}: no images listed")
-    return records, source
+    return records, source, preferences
 
 
-def _run(args, records, source, paths) -> int:
+def _run(args, records, source, paths, preferences=None) -> int:
     from ipce.engine.parts import PartStore, run_settings
     from ipce.engine.predict import check_generators, plan_run
     from ipce.utils.distributed import dist_info, setup_distributed
@@ -221,14 +259,15 @@ def _run(args, records, source, paths) -> int:
     scored, unreadable, seconds = _score_share(scorer, records, plan, store, args, rank, world)
     if not main:
         return 0
-    code = _finish(args, scorer, records, store, settings, plan, (scored, unreadable, seconds), paths)
+    code = _finish(args, scorer, records, store, settings, plan, (scored, unreadable, seconds), paths, preferences)
     # torchrun reports any status but 0 as the process's failure (and itself exits 1): partial
     # results under torchrun exit 0, the errors file tells them
     return 0 if world > 1 else code
 
 
 def _print_start(args, scorer, records, source, device, world, plan, store) -> None:
-    models = ", ".join(f"{c} ({m.views.resize} px, {m.views.patches} crops"
+    models = ", ".join(f"{c} (CLIP's centre 224 px view)" if m.views.mode == "clip" else
+                       f"{c} ({m.views.resize} px, {m.views.patches} crops"
                        f"{', generator prefix' if m.prompt_prefix == 'generator' else ''})"
                        for c, m in zip(args.checkpoint, scorer.members))
     combine = f", combine {scorer.combine}" if len(scorer.members) > 1 else ""
@@ -262,7 +301,7 @@ def _score_share(scorer, records, plan, store, args, rank: int, world: int) -> t
     return sum(t[0] for t in totals), sum(t[1] for t in totals), max(t[2] for t in totals)
 
 
-def _finish(args, scorer, records, store, settings, plan, counts, paths) -> int:
+def _finish(args, scorer, records, store, settings, plan, counts, paths, preferences=None) -> int:
     """Rank 0: the output in annotation order from the part files, the errors file, the counts,
     metrics, the submission; then the part files go."""
     from ipce.utils.stream import stream_csv
@@ -287,8 +326,9 @@ def _finish(args, scorer, records, store, settings, plan, counts, paths) -> int:
     with_target = any(r.target is not None for r in records)
     models = len(scorer.members)
     scored = [] if with_target or folder is not None else None  # the scores, only where metrics or a submission need them
-    stream_csv(csv_path, _header(models, with_target), _final_rows(store, records, models, with_target, scored),
-               fsync=True)
+    by_index = {} if preferences is not None else None
+    stream_csv(csv_path, _header(models, with_target),
+               _final_rows(store, records, models, with_target, scored, by_index), fsync=True)
     print(f"wrote {csv_path}")
     # complete only now that the rows are on disk, with the output's size: a resume checks it is still there
     store.write_settings(settings, complete=True, scored=total_scored, unreadable=len(errors),
@@ -296,6 +336,8 @@ def _finish(args, scorer, records, store, settings, plan, counts, paths) -> int:
     store.clear()
     if with_target:
         _report_metrics(scored, plot_path)
+    if preferences is not None:
+        _report_preferences(preferences, by_index)
     if folder is not None:
         from ipce.engine.submission import describe_scorer, write_submission
 

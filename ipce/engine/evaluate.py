@@ -53,3 +53,24 @@ def predict_loader(score_fn: ScoreFn, loader, desc: str = "eval", progress: bool
 def metrics_of(pred, mos) -> dict:
     """The metrics of ipce.utils.metrics for aligned predictions and scores."""
     return compute_metrics([float(p) for p in pred], [float(m) for m in mos])
+
+
+def preference_metrics_of(groups, members, scores: dict[int, float]) -> dict:
+    """ipce.utils.metrics.preference_metrics of `groups` (PreferenceGroup) whose images are the records
+    `members[g]` scored `scores[record index]`; images without a score (unreadable) are left out of
+    their group, a group left with one image entirely: `left_out_pairs`, `left_out_tied_pairs` and
+    `left_out_groups` count them."""
+    from ipce.utils.metrics import preference_metrics
+
+    group_scores, group_ranks, whole = [], [], 0
+    for group, indices in zip(groups, members):
+        keep = [k for k, index in enumerate(indices) if index in scores]
+        whole += len(keep) < 2
+        if len(keep) >= 2:
+            group_scores.append([scores[indices[k]] for k in keep])
+            group_ranks.append([group.ranks[k] for k in keep])
+    found = preference_metrics(group_scores, group_ranks)
+    outcomes = [o for g in groups for _, _, o in g.pairs()]
+    tied = sum(o == 0.5 for o in outcomes)
+    return {**found, "left_out_pairs": len(outcomes) - tied - found["pairs"],
+            "left_out_tied_pairs": tied - found["tied_pairs"], "left_out_groups": whole}

@@ -17,6 +17,7 @@ from ipce.errors import IpceError
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 CROP = 224
+VIEW_MODES = ("ipce", "clip")
 
 
 @dataclass(frozen=True)
@@ -25,8 +26,11 @@ class ViewConfig:
     patches: int = 15  # number of crops P
     train: bool = False  # random positions (with replacement) instead of evenly strided ones
     flip: bool = False  # random horizontal flip (training only)
+    mode: str = "ipce"  # "clip": CLIP's own input instead (shorter side to 224, bicubic, centre crop; no crops)
 
     def __post_init__(self):
+        if self.mode not in VIEW_MODES:
+            raise IpceError(f"view mode {self.mode!r}: choose one of {', '.join(VIEW_MODES)}")
         # Checked here so that every caller (score, predict, train, the Python API) gets one line.
         if self.resize < CROP:
             raise IpceError(f"--resize {self.resize}: must be at least {CROP} (the crop size)")
@@ -114,9 +118,29 @@ def global_view(tensor: torch.Tensor) -> torch.Tensor:
     return F.interpolate(tensor[None], size=(CROP, CROP), mode="bilinear", align_corners=False)[0]
 
 
+def clip_input_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) with the shorter side 224, the longer int(224 * long / short) (torchvision's and
+    Hugging Face's rounding down)."""
+    if width <= height:
+        return CROP, int(CROP * height / width)
+    return int(CROP * width / height), CROP
+
+
+def clip_input(image: Image.Image) -> torch.Tensor:
+    """CLIP's own input (open_clip's and Hugging Face's preprocessing, what CLIPScore sees): the shorter
+    side resized to 224 (bicubic), the centre 224x224, normalized; [3, 224, 224]."""
+    size = clip_input_size(*image.size)
+    image = image.resize(size, Image.BICUBIC) if size != image.size else image
+    left, top = (size[0] - CROP) // 2, (size[1] - CROP) // 2
+    return to_normalized_tensor(image.crop((left, top, left + CROP, top + CROP)))
+
+
 def make_views(image: Image.Image, config: ViewConfig,
                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(crops [P, 3, 224, 224], global view [3, 224, 224]) of one RGB image."""
+    """(crops [P, 3, 224, 224], global view [3, 224, 224]) of one RGB image; mode "clip": no crops
+    ([0, 3, 224, 224]) and CLIP's own input as the global view."""
+    if config.mode == "clip":
+        return torch.empty(0, 3, CROP, CROP), clip_input(image)
     image = adaptive_resize(image, config.resize)
     if config.flip and torch.rand((), generator=generator).item() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
@@ -148,9 +172,15 @@ def tensor_views(pixels: torch.Tensor, config: ViewConfig) -> tuple[torch.Tensor
     0..1, as `make_views` makes them in evaluation (no flip, evenly strided crops), with gradients."""
     if pixels.ndim != 4 or pixels.shape[1] != 3:
         raise IpceError(f"pixels of shape {tuple(pixels.shape)}: expected [B, 3, H, W]")
-    resized = resize_pixels(pixels, config.resize)
     mean = torch.tensor(CLIP_MEAN, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD, device=pixels.device, dtype=pixels.dtype).view(1, 3, 1, 1)
+    if config.mode == "clip":  # clip_input as tensor ops: bicubic (antialiased) shorter side to 224, centre crop
+        size = clip_input_size(*pixels.shape[-2:][::-1])[::-1]
+        resized = F.interpolate(pixels, size=size, mode="bicubic", align_corners=False, antialias=True)
+        top, left = (size[0] - CROP) // 2, (size[1] - CROP) // 2
+        tensor = (resized[..., top:top + CROP, left:left + CROP] - mean) / std
+        return tensor.new_empty(tensor.shape[0], 0, 3, CROP, CROP), tensor
+    resized = resize_pixels(pixels, config.resize)
     tensor = (resized - mean) / std
     height, width = tensor.shape[-2:]
     positions = crop_positions(height, width, config.patches, train=False)

@@ -6,6 +6,13 @@
   through the VQEG 4-parameter logistic fitted to the MOS (``fit_logistic``); ``nan``
   when that fit failed (``LogisticFit.usable`` is false: it did not converge, or it is
   degenerate: a step, or constant predictions).
+* Preferences (``preference_metrics``), over groups of images of one prompt with human ranks
+  (1 = preferred, equal ranks tie): ``pair_accuracy``, the share of untied human pairs the
+  scores order the same way (the figure ImageReward, HPSv2 and PickScore report; equal scores
+  count half); ``pair_accuracy_ties``, over every pair, tied ones included, each pair counting
+  ``1 - |h - m|`` with the human outcome ``h`` and the scores' ``m`` in {0, 1/2, 1} (1/2 a tie);
+  ``kendall_tau``, the mean over groups of Kendall's tau-b between scores and human order
+  (groups whose images are all tied have none and are skipped).
 * ``srcc_plcc_mean = (srcc + plcc) / 2`` with the *plain* PLCC, as Peng et al. (CVPRW 2024)
   report and as the trainer selects epochs (files written before its rename call it ``main``:
   ``with_current_names``).
@@ -31,6 +38,7 @@ from scipy.special import expit
 
 __all__ = [
     "METRIC_KEYS",
+    "PREFERENCE_KEYS",
     "RENAMED_KEYS",
     "LogisticFit",
     "compute_metrics",
@@ -38,12 +46,14 @@ __all__ = [
     "krcc",
     "logistic4",
     "plcc",
+    "preference_metrics",
     "rmse",
     "srcc",
     "summarize",
     "with_current_names",
 ]
 
+PREFERENCE_KEYS = ("pair_accuracy", "pair_accuracy_ties", "kendall_tau")
 METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
 # Keys of files written before the rename (metrics.jsonl, last.pt, result.json) -> their current names.
 RENAMED_KEYS = {"main": "srcc_plcc_mean", "val_main": "val_srcc_plcc_mean"}
@@ -305,6 +315,48 @@ def compute_metrics(pred, mos) -> dict[str, float]:
         out["rmse_logistic"] = math.nan
     out["srcc_plcc_mean"] = (out["srcc"] + out["plcc"]) / 2.0  # nan if either is nan
     return {k: float(out[k]) for k in METRIC_KEYS}
+
+
+def _group_arrays(scores, ranks, index: int) -> tuple[np.ndarray, np.ndarray]:
+    s, r = _to_array(scores, "scores"), _to_array(ranks, "ranks")
+    if s.size != r.size:
+        raise ValueError(f"group {index}: {s.size} scores for {r.size} ranks")
+    if not np.all(np.isfinite(r)):
+        raise ValueError(f"group {index}: ranks must be finite")
+    return s, r
+
+
+def preference_metrics(scores, ranks) -> dict[str, float | int]:
+    """Agreement of scores with human choices: ``scores`` and ``ranks`` hold one sequence per group
+    (images of one prompt; rank 1 = preferred, equal ranks tie). Keys ``PREFERENCE_KEYS`` and the
+    counts ``pairs`` (untied), ``tied_pairs`` and ``groups`` (with a tau). A non-finite score makes
+    every metric nan; no untied pair: `pair_accuracy` is nan."""
+    scores, ranks = list(scores), list(ranks)
+    if len(scores) != len(ranks):
+        raise ValueError(f"{len(scores)} groups of scores for {len(ranks)} groups of ranks")
+    human_all, model_all, taus = [], [], []
+    finite = True
+    for index, (s, r) in enumerate(zip(scores, ranks)):
+        s, r = _group_arrays(s, r, index)
+        finite &= bool(np.all(np.isfinite(s)))
+        i, j = np.triu_indices(s.size, k=1)
+        human_all.append((np.sign(r[j] - r[i]) + 1) / 2)   # 1: i preferred (lower rank), 0.5: tie
+        model_all.append((np.sign(s[i] - s[j]) + 1) / 2)   # 1: i scored higher
+        if s.size >= 2 and not _constant(r):
+            tau = 0.0 if _constant(s) else stats.kendalltau(s, -r).statistic  # constant scores: no agreement
+            taus.append(float(tau))
+    human = np.concatenate(human_all) if human_all else np.empty(0)
+    model = np.concatenate(model_all) if model_all else np.empty(0)
+    untied = human != 0.5
+    credit = 1.0 - np.abs(human - model)
+    out = {
+        "pair_accuracy": float(credit[untied].mean()) if untied.any() else math.nan,
+        "pair_accuracy_ties": float(credit.mean()) if credit.size else math.nan,
+        "kendall_tau": float(np.mean(taus)) if taus else math.nan,
+    }
+    if not finite:
+        out = {k: math.nan for k in out}
+    return {**out, "pairs": int(untied.sum()), "tied_pairs": int((~untied).sum()), "groups": len(taus)}
 
 
 def with_current_names(record: dict) -> dict:
