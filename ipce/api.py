@@ -72,6 +72,11 @@ class Scorer:
         return self.members[0].scale.range
 
     @property
+    def meaning(self) -> str:
+        """What the number means, from what the models were trained on (their checkpoints' `trained_on`)."""
+        return "; ".join(dict.fromkeys(_meaning(m) for m in self.members))
+
+    @property
     def view_configs(self) -> list[ViewConfig]:
         return list(dict.fromkeys(m.views for m in self.members))
 
@@ -241,6 +246,17 @@ class Ranked:
     score: float
     index: int
     rank: int
+
+
+def _meaning(member: Member) -> str:
+    if member.meta.get("scorer") == "clipscore":
+        return "CLIPScore: 100 x the cosine of CLIP's image and prompt embeddings (0 when negative)"
+    trained = member.meta.get("trained_on") or {}
+    if trained.get("preferences") and not trained.get("mos"):
+        return ("a preference model's score: it orders images of one prompt (higher = preferred by people); "
+                "it is not a MOS, and scores of different prompts are not comparable")
+    both = ", also trained on human preferences" if trained.get("preferences") else ""
+    return f"a predicted mean opinion score on {member.scale}{both}"
 
 
 def _stack(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -29,6 +29,13 @@ class TrainConfig:
     levels: tuple[str, ...] | None = None  # the level words, worst first; None: badly, poorly, fairly, well, perfectly
     skip_bad: bool = False
     duplicates: str = "keep"  # an image listed more than once: keep (as published), first, mean
+    preferences: str | None = None  # human choices (ImageRewardDB JSON or a pair CSV), images in `images`
+    preference_form: str = "auto"  # auto (.json: imagereward), imagereward or pairs
+    caption_col: str | None = None  # pair tables: column names (None: Pick-a-Pic's)
+    image0_col: str | None = None
+    image1_col: str | None = None
+    label_col: str | None = None
+    preference_weight: float = 1.0  # the Bradley-Terry loss's weight beside the MOS loss (mixed runs)
     # model
     backbone: str = "ViT-B-32"
     weights: str | None = None
@@ -93,6 +100,10 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
             raise IpceError(f"unknown setting {key!r}")
         if value is not None:
             values[key] = value
+    if overrides.get("preferences") and not overrides.get("annotations") and preset is None:
+        values["dataset"] = None  # preferences alone: no MOS data (with --preset NAME, its MOS data train beside)
+        values["mos_range"] = overrides.get("mos_range")
+        values["preset"] = "custom"
     if overrides.get("annotations"):
         values["dataset"] = None
         values["mos_range"] = overrides.get("mos_range")  # the preset's range is its dataset's, not this file's
@@ -114,6 +125,9 @@ def validate(config: TrainConfig) -> None:
         (config.prompt_prefix in (None, "none", "generator"),
          f"--prompt-prefix {config.prompt_prefix}: use none or generator"),
         (config.epochs >= 1, "--epochs must be at least 1"),
+        (config.preference_weight > 0, "--preference-weight must be positive"),
+        (config.preference_form in ("auto", "imagereward", "pairs"),
+         f"--preference-form {config.preference_form}: use auto, imagereward or pairs"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.accumulate >= 1, "--accumulate must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
@@ -125,8 +139,11 @@ def validate(config: TrainConfig) -> None:
          f"--splits {config.splits}: splits are numbered 1..{config.n_splits}"),
         (config.duplicates in ("keep", "first", "mean"),
          f"--duplicates {config.duplicates}: use keep, first or mean"),
-        ((config.annotations is None) == (config.images is None) or config.dataset is not None,
+        ((config.annotations is None) == (config.images is None) or config.dataset is not None
+         or (config.preferences is not None and config.images is not None),
          "custom data needs both --annotations FILE and --images DIR"),
+        (config.preferences is None or config.images is not None,
+         "--preferences needs --images DIR (the folder its image names are relative to)"),
     ]
     for ok, message in checks:
         if not ok:

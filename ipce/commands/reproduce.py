@@ -7,8 +7,8 @@ import argparse
 from ipce.commands.flags import EXIT_ERROR, EXIT_OK, train_overrides
 
 # the flags of `ipce train` that `ipce reproduce` sets itself, per row or for the whole table
-LEFT_OUT = ("--preset", "--target", "--annotations", "--images", "--image-col", "--prompt-col", "--target-col",
-            "--mos-range", "--protocol", "--splits", "--splits-dir", "--out", "--resume")
+LEFT_OUT = ("--preferences", "--preset", "--target", "--annotations", "--images", "--image-col", "--prompt-col",
+            "--target-col", "--mos-range", "--protocol", "--splits", "--splits-dir", "--out", "--resume")
 
 
 def _numbers(text: str) -> tuple[int, ...]:

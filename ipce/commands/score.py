@@ -33,6 +33,7 @@ def score_command(args) -> int:
     for image, score in zip(args.images, scores):
         print(f"{str(image):<{width}}  {score:.4f}")
     print(f"prompt: {args.prompt}" if args.prompt is not None else "prompt: none (a prompt-free checkpoint)")
+    print(f"score: {scorer.meaning}")
     if args.out:
         write_csv(args.out, ["image", "prompt", "score"],
                   [[str(i), args.prompt or "", f"{s:.6f}"] for i, s in zip(args.images, scores)])

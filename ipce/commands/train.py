@@ -7,6 +7,7 @@ import dataclasses
 
 from ipce.commands.flags import (DATA_SOURCE_FLAGS, add_data_source_arguments, add_device_argument,
                                  add_group_by_argument, add_n_splits_argument, add_precision_argument,
+                                 add_preference_arguments,
                                  add_progress_argument, add_speed_arguments, add_weights_argument,
                                  add_workers_argument, train_overrides)
 from ipce.config import TrainConfig, load_presets, make_config, preset_names
@@ -67,6 +68,11 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                       help="'generator': the text is \"{generator} {prompt}\" (the NTIRE second model) "
                            "(default: none)")
     data.add_argument("--skip-bad", action="store_true", default=None, help="drop unreadable records instead of stopping")
+    if "--preferences" not in leave_out:
+        add_preference_arguments(data)
+        data.add_argument("--preference-weight", type=float, metavar="W",
+                          help="weight of the preference (Bradley-Terry) loss beside the MOS loss when both "
+                               "--preferences and MOS data train one model (default: 1)")
     model = p.add_argument_group("model")
     model.add_argument("--backbone", help=f"open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME "
                                           f"{_default('backbone')}")

@@ -58,6 +58,8 @@ def read_annotations(config: TrainConfig):
     """Every row of the run's annotations (`Annotations`: usable records, bad rows, duplicate warnings)."""
     from ipce.datasets.sources import load_custom, load_dataset
 
+    if not config.annotations and not config.dataset:
+        return None  # preferences alone (--preferences without MOS data)
     if config.annotations:
         # read with the score column optional, so that its absence is told with the flag that fixes it
         found = load_custom(config.annotations, config.images, config.image_col, config.prompt_col,
@@ -187,7 +189,18 @@ def checkpoint_meta(config: TrainConfig, model_config: dict, metrics: dict, epoc
         "epoch": epoch,
         "metrics": metrics,
         "mos_range": list(scale_of(config.mos_range).range),  # the scale the model answers on
+        "trained_on": trained_on(config),
     }
+
+
+def trained_on(config: TrainConfig) -> dict:
+    """What a checkpoint learned from: MOS data (with its scale), human preferences, or both."""
+    from ipce.engine.preferences import TIES
+
+    mos = config.annotations or config.dataset
+    return {"mos": {"data": mos, "range": list(scale_of(config.mos_range).range)} if mos else None,
+            "preferences": {"data": config.preferences, "loss": "bradley-terry", "ties": TIES,
+                            "weight": config.preference_weight} if config.preferences else None}
 
 
 # ---------------------------------------------------------------------------- files
@@ -199,6 +212,28 @@ def write_predictions(path: Path, records, indices, preds) -> None:
 # ---------------------------------------------------------------------------- one split
 def evaluate(model, records, config: TrainConfig, device, desc: str):
     """Held-out predictions (every rank's share gathered) and their metrics."""
+    order, pred = score_records(model, records, config, device, desc)
+    return order, pred, metrics_of(pred, [records[i].target for i in order])
+
+
+def evaluate_run(state: "SplitRun", model, config: TrainConfig, device, side: str = "val"):
+    """The held-out metrics of a split side (val or test) over the run's data: MOS metrics, preference
+    metrics (`pair_accuracy`, ...), or both; with the MOS predictions (order, pred) for files and plots."""
+    from ipce.engine.preferences import preference_metrics_of_scores
+
+    records = state.val_records if side == "val" else state.test_records
+    prefs = state.pref_val if side == "val" else state.pref_test
+    order, pred, metrics = [], [], {}
+    if records:
+        order, pred, metrics = evaluate(model, records, config, device, desc=f"split {state.k} {side}")
+    if prefs is not None:
+        p_order, p_pred = score_records(model, prefs.records, config, device, desc=f"split {state.k} {side} prefs")
+        metrics.update(preference_metrics_of_scores(prefs, p_order, p_pred))
+    return order, pred, metrics
+
+
+def score_records(model, records, config: TrainConfig, device, desc: str):
+    """Scores of `records` (every rank's share gathered) on the data's scale: (positions, scores)."""
     from torch.utils.data.distributed import DistributedSampler
 
     _, world, _ = dist_info()
@@ -220,9 +255,7 @@ def evaluate(model, records, config: TrainConfig, device, desc: str):
         merged.update(zip(part_idx, part_pred))  # the sampler pads with repeats: keep each index once
     order = sorted(merged)
     scale = scale_of(config.mos_range)
-    pred = [scale.to_data(merged[i]) for i in order]  # files, metrics and plots are on the data's scale
-    mos = [records[i].target for i in order]
-    return order, pred, metrics_of(pred, mos)
+    return order, [scale.to_data(merged[i]) for i in order]  # files, metrics and plots are on the data's scale
 
 
 @dataclass
@@ -236,13 +269,22 @@ class SplitRun:
     net: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    train_set: ViewDataset
+    train_set: ViewDataset | None  # MOS training views (None: preferences alone)
     val_records: list
     lrs: list[float]
     history: list[dict] = field(default_factory=list)
-    best: dict = field(default_factory=lambda: {"srcc_plcc_mean": -math.inf})
+    best: dict = field(default_factory=dict)  # the best epoch's record (ipce.engine.preferences.choice_value)
     start_epoch: int = 0
     writer: object = None
+    test_records: list = field(default_factory=list)
+    pref_train: object = None  # PreferenceData of each side (ipce.engine.preferences), None without --preferences
+    pref_val: object = None
+    pref_test: object = None
+    pref_set: ViewDataset | None = None  # the preference training images' views
+
+    @property
+    def train_images(self) -> int:
+        return (len(self.train_set) if self.train_set else 0) + (len(self.pref_set) if self.pref_set else 0)
 
     @property
     def state_path(self) -> Path:
@@ -253,9 +295,11 @@ class SplitRun:
         return self.split_dir / "best.safetensors"
 
 
-def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> SplitRun:
+def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device,
+                 prefs=None) -> SplitRun:
     """The split's model (seeded by split), optimizer and scaler, resumed from `last.pt` under --resume,
-    wrapped for DDP; its training views; its TensorBoard writer."""
+    wrapped for DDP; its training views (MOS records of `split`, preference groups of `prefs`: (groups,
+    their split) or None); its TensorBoard writer."""
     from torch.nn.parallel import DistributedDataParallel
 
     _, world, _ = dist_info()
@@ -265,11 +309,15 @@ def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, d
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
-    train_set = ViewDataset([records[i] for i in split.train],
-                            ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip),
-                            config.prompt_prefix, seed=config.seed + k)
+    views = ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip)
+    train_set = ViewDataset([records[i] for i in split.train], views, config.prompt_prefix,
+                            seed=config.seed + k) if split is not None else None
     state = SplitRun(k, split_dir, model, model_config, model, optimizer, scaler, train_set,
-                     [records[i] for i in split.val], epoch_lrs(config.epochs, config.lr, config.t_max))
+                     [records[i] for i in split.val] if split is not None else [],
+                     epoch_lrs(config.epochs, config.lr, config.t_max),
+                     test_records=[records[i] for i in split.test] if split is not None and split.test else [])
+    if prefs is not None:
+        set_up_preferences(state, config, *prefs, views)
     if config.resume and state.state_path.is_file():
         load_state(state)
     apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)  # before DDP wraps it
@@ -278,6 +326,22 @@ def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, d
     if config.tensorboard and is_main():
         state.writer = tensorboard_writer(split_dir)
     return state
+
+
+def set_up_preferences(state: SplitRun, config: TrainConfig, groups, split, views: ViewConfig) -> None:
+    """The split's preference groups by side, the training images' views, and the held-out groups
+    written as ImageRewardDB JSON (`val_preferences.json`, `test_preferences.json`) for `ipce predict`."""
+    from ipce.engine.preferences import PreferenceData, write_groups
+
+    sides = {"train": split.train, "val": split.val, "test": split.test or []}
+    data = {side: PreferenceData.of([groups[i] for i in indices]) if len(indices) else None
+            for side, indices in sides.items()}
+    state.pref_train, state.pref_val, state.pref_test = data["train"], data["val"], data["test"]
+    state.pref_set = ViewDataset(state.pref_train.records, views, config.prompt_prefix, seed=config.seed + state.k + 7919)
+    if is_main():
+        for side in ("val", "test"):
+            if data[side] is not None:
+                write_groups(state.split_dir / f"{side}_preferences.json", data[side])
 
 
 def tensorboard_writer(split_dir: Path):
@@ -315,97 +379,167 @@ def batch_loss(scores: torch.Tensor, targets: torch.Tensor, scale: ScoreScale) -
     return F.l1_loss(scores.float(), scale.to_model(targets))
 
 
-def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: torch.device) -> float:
-    """One pass over the training views at the epoch's rate, in the epoch's own order (seeded, so a
-    resumed run draws the same); returns the mean training loss on the data's scale."""
+def epoch_loaders(state: SplitRun, config: TrainConfig, epoch: int, device: torch.device) -> list:
+    """The epoch's loaders, each with its kind: ("mos", loader, None) over the MOS views, ("pref", loader,
+    batches) over whole preference groups (ipce.engine.preferences.group_batches); every order seeded by
+    the epoch, so a resumed run draws the same."""
     from torch.utils.data.distributed import DistributedSampler
 
+    from ipce.engine.preferences import group_batches
+
+    rank, world, _ = dist_info()
+    order_seed = config.seed * 1000 + state.k * 100 + epoch  # the epoch's order, independent of resumes
+    loaders = []
+    if state.train_set is not None:
+        state.train_set.set_epoch(epoch)
+        sampler = DistributedSampler(state.train_set, shuffle=True, seed=order_seed) if world > 1 else None
+        loaders.append(("mos", make_loader(state.train_set, max(1, config.batch_size // world // config.accumulate),
+                                           shuffle=True, workers=config.workers, seed=order_seed, device=device,
+                                           sampler=sampler), None))
+    if state.pref_set is not None:
+        state.pref_set.set_epoch(epoch)
+        batches = group_batches(state.pref_train, max(1, config.batch_size // config.accumulate), order_seed)
+        mine = batches[rank::world][:max(1, len(batches) // world)]  # every rank takes as many steps
+        loaders.append(("pref", make_loader(state.pref_set, 0, False, workers=config.workers, device=device,
+                                            batches=[b.images for b in mine]), mine))
+    return loaders
+
+
+def interleave(loaders: list):
+    """(kind, batch, its GroupBatch or None) from every loader, spread evenly over the epoch."""
+    iters = [(kind, iter(loader), batches, len(loader)) for kind, loader, batches in loaders]
+    done = [0] * len(iters)
+    while any(d < n for d, (_, _, _, n) in zip(done, iters)):
+        i = min((d / n, i) for i, (d, (_, _, _, n)) in enumerate(zip(done, iters)) if d < n)[1]
+        kind, it, batches, _ = iters[i]
+        yield kind, next(it), None if batches is None else batches[done[i]]
+        done[i] += 1
+
+
+def step_loss(state: SplitRun, config: TrainConfig, kind: str, batch, group_batch, device) -> torch.Tensor:
+    """One batch's loss: L1 against the MOS (model scale), or the weighted Bradley-Terry loss of its pairs."""
+    from ipce.engine.preferences import bradley_terry_loss, positions_in
+
+    with autocast(device, config.precision):
+        scores = state.net(batch.crops.to(device, non_blocking=True), batch.global_view.to(device, non_blocking=True),
+                           batch.prompts)
+    if kind == "mos":
+        return batch_loss(scores, batch.targets.to(device), scale_of(config.mos_range))
+    where = positions_in(batch.indices, group_batch.images)
+    pairs = [(where[i], where[j], y) for i, j, y in group_batch.pairs]
+    return config.preference_weight * bradley_terry_loss(scores, pairs)
+
+
+def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: torch.device) -> dict:
+    """One pass over the training views at the epoch's rate (MOS batches and preference batches spread
+    over it); returns the epoch's mean losses: `train_loss` (MOS, L1 on the data's scale) and
+    `train_pref_loss` (Bradley-Terry, per pair), each where the run has that data."""
     _, world, _ = dist_info()
     scale, lr = scale_of(config.mos_range), state.lrs[epoch]
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    state.train_set.set_epoch(epoch)
-    order_seed = config.seed * 1000 + state.k * 100 + epoch  # the epoch's order, independent of resumes
-    sampler = DistributedSampler(state.train_set, shuffle=True, seed=order_seed) if world > 1 else None
-    loader = make_loader(state.train_set, max(1, config.batch_size // world // config.accumulate), shuffle=True,
-                         workers=config.workers, seed=order_seed, device=device, sampler=sampler)
+    loaders = epoch_loaders(state, config, epoch, device)
+    steps = sum(len(loader) for _, loader, _ in loaders)
     state.model.train()
-    loss_sum, seen = 0.0, 0
-    bar = tqdm(total=len(state.train_set), desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}", unit="img",
+    sums = {"mos": [0.0, 0], "pref": [0.0, 0]}
+    bar = tqdm(total=state.train_images, desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}", unit="img",
                disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
     state.optimizer.zero_grad(set_to_none=True)
-    for step, batch in enumerate(loader):
-        with autocast(device, config.precision):
-            scores = state.net(batch.crops.to(device, non_blocking=True),
-                               batch.global_view.to(device, non_blocking=True), batch.prompts)
-        loss = batch_loss(scores, batch.targets.to(device), scale)
+    for step, (kind, batch, group_batch) in enumerate(interleave(loaders)):
+        loss = step_loss(state, config, kind, batch, group_batch, device)
         state.scaler.scale(loss / config.accumulate).backward()
-        if (step + 1) % config.accumulate == 0 or step + 1 == len(loader):
+        if (step + 1) % config.accumulate == 0 or step + 1 == steps:
             state.scaler.step(state.optimizer)
             state.scaler.update()
             state.optimizer.zero_grad(set_to_none=True)
-        loss_sum += loss.item() * len(batch)
-        seen += len(batch)
+        weight = len(batch) if kind == "mos" else len(group_batch.pairs)
+        sums[kind][0] += loss.item() * weight
+        sums[kind][1] += weight
         bar.update(len(batch) * world)
-        bar.set_postfix(loss=f"{scale.to_data_error(loss_sum / seen):.4f}", lr=f"{lr:.2e}")
+        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
     bar.close()
-    return scale.to_data_error(sum(gather(loss_sum)) / max(sum(gather(seen)), 1))
+    losses = {}
+    for kind, key in (("mos", "train_loss"), ("pref", "train_pref_loss")):
+        if any(k == kind for k, _, _ in loaders):
+            total, count = sum(gather(sums[kind][0])), sum(gather(sums[kind][1]))
+            mean = total / max(count, 1)
+            losses[key] = scale.to_data_error(mean) if kind == "mos" else mean / config.preference_weight
+    return losses
+
+
+def epoch_line(record: dict) -> str:
+    """The epoch's line: the losses and held-out metrics the run has."""
+    shown = [f"{label} {record[key]:.4f}" for key, label in
+             (("train_loss", "loss"), ("train_pref_loss", "pref loss"), ("srcc", "srcc"), ("plcc", "plcc"),
+              ("pair_accuracy", "pair acc")) if record.get(key) is not None]
+    return f"split {{k}} epoch {record['epoch']}: {'  '.join(shown)}  ({record['train_images_per_s']:.1f} img/s)"
 
 
 def end_epoch(state: SplitRun, config: TrainConfig, metrics: dict, order, pred) -> None:
-    """After an epoch's evaluation: keep the checkpoint and predictions of a better epoch, append the
-    history, write the resume state and report (rank 0); every rank then agrees on the best."""
+    """After an epoch's evaluation: keep the checkpoint and predictions of a better epoch (chosen by
+    ipce.engine.preferences.choice_value), append the history, write the resume state and report (rank
+    0); every rank then agrees on the best."""
+    from ipce.engine.preferences import choice_value
+
     record = state.history[-1]
     epoch = record["epoch"]
-    improved = (metrics["srcc_plcc_mean"] > state.best["srcc_plcc_mean"]
-                or not math.isfinite(state.best["srcc_plcc_mean"]))
+    best = choice_value(state.best)
+    improved = choice_value(record) > best or not math.isfinite(best)
     if is_main():
         if improved:
             state.best = dict(record)
             save_checkpoint(state.best_path, state.model, checkpoint_meta(config, state.model_config, metrics, epoch))
-            write_predictions(state.split_dir / "val_predictions.csv", state.val_records, order, pred)
+            if state.val_records:
+                write_predictions(state.split_dir / "val_predictions.csv", state.val_records, order, pred)
         write_text(state.split_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in state.history))
         if state.writer is not None:
-            for key in ("train_loss", "srcc", "plcc", "srcc_plcc_mean", "lr"):
-                state.writer.add_scalar(key, record[key], epoch)
+            for key in ("train_loss", "train_pref_loss", "srcc", "plcc", "srcc_plcc_mean", "pair_accuracy",
+                        "pair_accuracy_ties", "kendall_tau", "lr"):
+                if record.get(key) is not None:
+                    state.writer.add_scalar(key, record[key], epoch)
         save_state(state, epoch - 1)
-        tqdm.write(f"split {state.k} epoch {epoch}: loss {record['train_loss']:.4f}  srcc {record['srcc']:.4f}  "
-                   f"plcc {record['plcc']:.4f}  ({record['train_images_per_s']:.1f} img/s)")
+        tqdm.write(epoch_line(record).replace("{k}", str(state.k)))
     state.best = gather(state.best)[0]  # every rank agrees with rank 0
 
 
-def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device) -> dict:
-    """Train on one split: set up (or resume), then per epoch train, evaluate the held-out part and keep
-    the best; finally test the best epoch (holdout) and write the split's result. Returns the result."""
-    state = set_up_split(config, records, split, k, split_dir, device)
+def train_split(config: TrainConfig, records, split, k: int, split_dir: Path, device: torch.device,
+                prefs=None) -> dict:
+    """Train on one split (MOS records of `split`; preference groups of `prefs`: (groups, their split) or
+    None): set up (or resume), then per epoch train, evaluate the held-out part and keep the best; finally
+    test the best epoch (holdout) and write the split's result. Returns the result."""
+    from ipce.engine.preferences import choice_value
+
+    state = set_up_split(config, records, split, k, split_dir, device, prefs)
     for epoch in range(state.start_epoch, config.epochs):
         started = time.perf_counter()
-        train_loss = train_one_epoch(state, config, epoch, device)
+        losses = train_one_epoch(state, config, epoch, device)
         train_seconds = time.perf_counter() - started
-        order, pred, metrics = evaluate(state.model, state.val_records, config, device, desc=f"split {k} eval")
-        state.history.append({"epoch": epoch + 1, "lr": state.lrs[epoch], "train_loss": train_loss,
-                              "train_images_per_s": len(state.train_set) / train_seconds, **metrics})
+        order, pred, metrics = evaluate_run(state, state.model, config, device, "val")
+        record = {"epoch": epoch + 1, "lr": state.lrs[epoch], **losses,
+                  "train_images_per_s": state.train_images / train_seconds, **metrics}
+        state.history.append({**record, "choice": choice_value(record)})
         end_epoch(state, config, metrics, order, pred)
     if state.writer is not None:
         state.writer.close()
-    return finish_split(state, config, records, split, device)
+    return finish_split(state, config, device)
 
 
-def finish_split(state: SplitRun, config: TrainConfig, records, split, device: torch.device) -> dict:
+def finish_split(state: SplitRun, config: TrainConfig, device: torch.device) -> dict:
     """The split's result (the best epoch's metrics; under holdout, the best checkpoint's test metrics),
     its plots and result.json; the resume state goes unless --keep-last."""
     k, best = state.k, state.best
     result = {"split": k, **best}
-    if split.test and len(split.test):
+    if state.test_records or state.pref_test is not None:
         from ipce.models.checkpoint import load_checkpoint
 
         best_model, _ = load_checkpoint(state.best_path, device)
         apply_speed_options(best_model, compile=config.compile, channels_last=config.channels_last)
-        test_records = [records[i] for i in split.test]
-        order, pred, test_metrics = evaluate(best_model, test_records, config, device, desc=f"split {k} test")
-        result = {"split": k, "epoch": best["epoch"], "val_srcc_plcc_mean": best["srcc_plcc_mean"], **test_metrics}
-        if is_main():
-            write_predictions(state.split_dir / "test_predictions.csv", test_records, order, pred)
+        order, pred, test_metrics = evaluate_run(state, best_model, config, device, "test")
+        result = {"split": k, "epoch": best["epoch"], "val_choice": best.get("choice"), **test_metrics}
+        if "srcc_plcc_mean" in best:
+            result["val_srcc_plcc_mean"] = best["srcc_plcc_mean"]
+        if is_main() and state.test_records:
+            write_predictions(state.split_dir / "test_predictions.csv", state.test_records, order, pred)
     if is_main():
         plot_split(state.split_dir, state.history, k)
         write_text(state.split_dir / "result.json", json.dumps(result, indent=2))
@@ -457,10 +591,14 @@ def run(config: TrainConfig) -> dict:
     found, weights = preflight(config)
     # the resolved weight file, as config.json and the checkpoints record it; the caller's config is left as given
     config = dataclasses.replace(config, weights=weights)
-    check_score_scale(config, found.records)
-    records = check_files(config, found)
-    splits, split_checks = make_splits(config, records)
-    chosen = config.splits or list(splits)
+    records, splits, split_checks = [], {}, []
+    if found is not None:
+        check_score_scale(config, found.records)
+        records = check_files(config, found)
+        splits, split_checks = make_splits(config, records)
+    prefs, pref_splits = preference_splits(config)
+    chosen = config.splits or list(splits or pref_splits)
+    splits = splits or dict.fromkeys(pref_splits)
     unknown = [k for k in chosen if k not in splits]
     if unknown:
         raise IpceError(f"--splits {','.join(map(str, chosen))}: no split {unknown[0]}; the splits are numbered "
@@ -470,7 +608,8 @@ def run(config: TrainConfig) -> dict:
         write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         for check in split_checks:
             print(f"{config.splits_dir}: {check.line()}")
-        print(f"ipce train: {len(records)} records, splits {chosen}, {config.epochs} epochs, out {out}")
+        held = f"{len(records)} records" + (f", {len(prefs)} preference groups" if prefs else "")
+        print(f"ipce train: {held}, splits {chosen}, {config.epochs} epochs, out {out}")
     results = []
     for k in chosen:
         split_dir = out / f"split{k}"
@@ -478,15 +617,35 @@ def run(config: TrainConfig) -> dict:
         if config.resume and done.is_file():
             results.append(with_current_names(json.loads(done.read_text())))  # "main" of older runs
             continue
-        results.append(train_split(config, records, splits[k], k, split_dir, device))
+        results.append(train_split(config, records, splits[k], k, split_dir, device,
+                                   (prefs, pref_splits[k]) if prefs else None))
     summary = {}
     if is_main():
-        data = {"rows": found.rows, "records": len(records), "warnings": [w.message for w in found.warnings],
+        data = {"rows": found.rows if found else 0, "records": len(records),
+                "warnings": [w.message for w in found.warnings] if found else [],
                 "split_files": [c.to_dict() for c in split_checks]}
+        if prefs:
+            from ipce.datasets.preferences import count_preferences
+
+            data["preferences"] = dataclasses.asdict(count_preferences(prefs))
         summary = write_summary(out, config, results, data)
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
     return summary
+
+
+def preference_splits(config: TrainConfig):
+    """(the run's preference groups, {number: split of the groups by prompt}), or ([], {}) without
+    --preferences."""
+    if not config.preferences:
+        return [], {}
+    from ipce.engine.preferences import load_for_training, split_groups
+
+    if config.splits_dir:
+        raise IpceError("--splits-dir: split folders name MOS records; a --preferences run draws its splits by "
+                        "prompt (--seed, --ratio, --protocol)")
+    groups = load_for_training(config, workers=max(config.workers, 1), progress=is_main() and config.progress)
+    return groups, split_groups(groups, config)
 
 
 def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dict | None = None) -> dict:
@@ -498,9 +657,12 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
 
     target = config.target or _default_target(config)
     paper = PAPER_RESULTS.get((config.preset, target)) or PAPER_RESULTS.get((config.dataset or "", target))
-    keys = [k for k in ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")]
+    mos_keys = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
+    pref_keys = ("pair_accuracy", "pair_accuracy_ties", "kendall_tau")
+    keys = [*(mos_keys if config.annotations or config.dataset else ()), *(pref_keys if config.preferences else ())]
     stats = summarize([{k: r.get(k) for k in keys} for r in results], keys=keys)
-    table = split_table(results, stats, paper=paper)
+    shown = [k for k in ("srcc", "plcc", "krcc", "rmse", "srcc_plcc_mean", *pref_keys) if k in keys]
+    table = split_table(results, stats, paper=paper if "srcc" in keys else None, keys=shown)
     if config.protocol == "paper" and not config.splits_dir:
         note = ("Protocol 'paper' (as published): each split's epoch was chosen on the same held-out part "
                 "it is reported on, which flatters the numbers; use --protocol holdout for an unbiased estimate.")
@@ -521,12 +683,15 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
 def summary_title(config: TrainConfig, target: str) -> str:
     """The summary's title: the dataset and target, e.g. "AGIQA-3K (quality)"; custom data: the
     annotation file's name and the target column, e.g. "my.csv (mos)"."""
+    prefs = f" + preferences {Path(config.preferences).name}" if config.preferences else ""
     if config.dataset:
         from ipce.datasets.sources import dataset_info
 
-        return f"{dataset_info(config.dataset).folder} ({target})"
+        return f"{dataset_info(config.dataset).folder} ({target}){prefs}"
     if config.annotations:
-        return f"{Path(config.annotations).name} ({config.target_col})"
+        return f"{Path(config.annotations).name} ({config.target_col}){prefs}"
+    if config.preferences:
+        return f"preferences {Path(config.preferences).name}"
     return f"{config.preset} ({target})"
 
 

@@ -200,8 +200,9 @@ _LEGEND_BELOW = {"loc": "upper center", "bbox_to_anchor": (0.5, -0.16), "ncol": 
 
 def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     """Two panels over epochs: training loss (and the learning rate, when the
-    dicts have ``lr``, on a second axis); SRCC and PLCC, with the epoch of the best
-    ``(SRCC + PLCC) / 2`` marked.  Missing values are gaps; the legends sit below the panels.  Saves a 1200x480 PNG
+    dicts have ``lr``, on a second axis; the preference loss ``train_pref_loss`` beside it when
+    present); SRCC and PLCC (and the pairwise accuracy ``pair_accuracy`` when present), with the
+    epoch of the best ``choice`` (else ``(SRCC + PLCC) / 2``) marked.  Missing values are gaps; the legends sit below the panels.  Saves a 1200x480 PNG
     atomically and returns ``Path(path)``.
     """
     if not history:
@@ -213,9 +214,13 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
 
     fig = _new_figure((10, 4))
     ax_loss = fig.add_subplot(1, 2, 1)
-    ax_loss.plot(epochs, loss, marker="o", markersize=3, color="tab:blue", label="train loss")
+    if np.isfinite(loss).any():
+        ax_loss.plot(epochs, loss, marker="o", markersize=3, color="tab:blue", label="train loss (MAE)")
+    if any("train_pref_loss" in h for h in history):
+        ax_loss.plot(epochs, _series(history, "train_pref_loss"), marker="^", markersize=3, color="tab:orange",
+                     label="train preference loss (Bradley-Terry)")
     ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("train loss (MAE)")
+    ax_loss.set_ylabel("train loss")
     ax_loss.set_title("loss")
     ax_loss.grid(True, alpha=0.3)
     handles, labels = ax_loss.get_legend_handles_labels()
@@ -231,14 +236,17 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     ax_cor = fig.add_subplot(1, 2, 2)
     ax_cor.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
     ax_cor.plot(epochs, plcc_, marker="s", markersize=3, label="PLCC")
-    srcc_plcc_mean = (srcc_ + plcc_) / 2
-    if np.isfinite(srcc_plcc_mean).any():
-        best = int(np.nanargmax(srcc_plcc_mean))
+    if any("pair_accuracy" in h for h in history):
+        ax_cor.plot(epochs, _series(history, "pair_accuracy"), marker="^", markersize=3, label="pairwise accuracy")
+    chosen, name = ((_series(history, "choice"), "choice") if any("choice" in h for h in history)
+                    else ((srcc_ + plcc_) / 2, "srcc_plcc_mean"))
+    if np.isfinite(chosen).any():
+        best = int(np.nanargmax(chosen))
         ax_cor.axvline(epochs[best], color="tab:green", linestyle=":",
-                       label=f"best epoch {epochs[best]:g} (srcc_plcc_mean={srcc_plcc_mean[best]:.4f})")
+                       label=f"best epoch {epochs[best]:g} ({name}={chosen[best]:.4f})")
     ax_cor.set_xlabel("epoch")
-    ax_cor.set_ylabel("correlation")
-    ax_cor.set_title("SRCC & PLCC")
+    ax_cor.set_ylabel("correlation / accuracy")
+    ax_cor.set_title("held-out agreement")
     ax_cor.grid(True, alpha=0.3)
     ax_cor.legend(**_LEGEND_BELOW)
 
