@@ -106,6 +106,9 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    "fine-tune a tiny CLIP, evaluate it and score held-out images (minutes on a laptop CPU).")
     p.add_argument("--out", default="demo-out", help="output folder")
     p.add_argument("--quick", action="store_true", help="the minute-long version")
+    p.add_argument("--preferences", action="store_true",
+                   help="the demo on human choices: pairs of images of one prompt labelled by a noisy rater, a "
+                        "preference model trained on them, its held-out pairwise accuracy")
     add_device_argument(p)
     add_workers_argument(p)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training and scoring precision")

@@ -164,3 +164,27 @@ def test_mixed_run_trains_on_both_and_reports_both(tmp_path):
     meta = read_metadata(out / "split1" / "best.safetensors")
     assert meta["trained_on"]["mos"] and meta["trained_on"]["preferences"]["weight"] == 0.5
     assert (out / "split1" / "learning_curves.png").is_file()
+
+
+def test_demo_pairs_are_the_pairs_of_one_prompt_with_a_noisy_rater(tmp_path):
+    from ipce.datasets.preferences import load_preferences
+    from ipce.demo.preferences import draw_pairs
+
+    rng = np.random.default_rng(4)
+    rows = [[f"img_{i}.png", f"prompt {i % 9}", f"{rng.uniform(0, 5):.3f}"] for i in range(60)]
+    annotations = tmp_path / "annotations.csv"
+    with annotations.open("w", newline="") as fh:
+        csv.writer(fh).writerows([["image", "prompt", "mos"], *rows])
+    table = draw_pairs(annotations, tmp_path / "pairs.csv", seed=0)
+    found = load_preferences(table.path, tmp_path)
+    per_prompt = [sum(r[1] == f"prompt {p}" for r in rows) for p in range(9)]
+    assert table.pairs == len(found.groups) == sum(math.comb(k, 2) for k in per_prompt)
+    mos = {r[0]: float(r[2]) for r in rows}
+    follows = []
+    for g in found.groups:
+        assert g.prompt == next(r[1] for r in rows if r[0] == g.names[0] and r[1] == g.prompt)
+        if g.ranks[0] != g.ranks[1]:
+            follows.append((g.ranks[0] < g.ranks[1]) == (mos[g.names[0]] > mos[g.names[1]]))
+    assert table.agree == pytest.approx(np.mean(follows))
+    assert 0.6 < table.agree < 1.0  # noisy, but far above chance on MOS spread over 0..5
+    assert table.ties == sum(g.ranks[0] == g.ranks[1] for g in found.groups)
