@@ -52,7 +52,7 @@ class Scorer:
     trained on (`scale`; 0..5 unless trained with --mos-range)."""
 
     def __init__(self, members: list[Member], combine: str = "mean", device: str | torch.device = "cpu",
-                 precision: str = "fp32", batch_size: int = 16):
+                 precision: str = "fp32", batch_size: int = 16, bf16_weights: bool = False):
         if combine not in COMBINES:
             raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {combine!r}")
         scales = {m.scale for m in members}
@@ -65,6 +65,7 @@ class Scorer:
         self.device = torch.device(device)
         self.precision = precision
         self.batch_size = batch_size
+        self.bf16_weights = bf16_weights  # the members' image towers hold bf16 weights (speed.use_bf16_image_weights)
 
     @property
     def scale(self) -> tuple[float, float]:
@@ -310,7 +311,8 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
                 patches: int | None = None, combine: str = "mean",
                 prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
                 batch_size: int = 16, compile: bool = False, channels_last: bool = False,
-                weights: str | Path | None = None, runtime: str = "torch") -> Scorer:
+                weights: str | Path | None = None, runtime: str = "torch", attention: str = "mha",
+                compile_regional: bool = False, bf16_weights: bool = False) -> Scorer:
     """A scorer from one checkpoint or several (an ensemble). A checkpoint is a file, a model folder
     written by `ipce export` or a backbone name.
 
@@ -320,8 +322,10 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
     `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
     checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
-    `compile` (torch.compile of both towers) and `channels_last`: ipce.models.speed; neither
-    changes a score beyond float rounding.
+    `compile` (torch.compile of both towers), `compile_regional` (of each residual block),
+    `channels_last` and `attention` ('mha' or 'sdpa'): ipce.models.speed; none changes a score
+    beyond float rounding. `bf16_weights`: the image towers' weights in bf16, texts in fp32
+    (a measured difference from fp32, README).
     `runtime='onnxruntime'` scores folders of `ipce export --format onnx` with onnxruntime (the onnx
     extra; fp32, the CPU or onnxruntime's CUDA provider where installed); equal to PyTorch within 1e-4.
     """
@@ -338,7 +342,11 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     device = resolve_device(device)  # auto: cuda when available, else cpu
     if runtime == "onnxruntime" and precision != "fp32":
         raise IpceError(f"--precision {precision}: the onnxruntime runtime scores in fp32; drop --precision")
+    if runtime == "onnxruntime" and bf16_weights:
+        raise IpceError("--bf16-weights: the onnxruntime runtime scores in fp32; drop --bf16-weights")
     members = [load_member(c, device, resize, patches, p, weights, runtime) for c, p in zip(checkpoints, prefixes)]
     for member in members if runtime == "torch" else ():
-        apply_speed_options(member.model, compile=compile, channels_last=channels_last)
-    return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size)
+        apply_speed_options(member.model, compile=compile, channels_last=channels_last, attention=attention,
+                            compile_regional=compile_regional, bf16_weights=bf16_weights)
+    return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size,
+                  bf16_weights=bf16_weights)

@@ -71,11 +71,18 @@ class TrainConfig:
     tensorboard: bool = False
     compile: bool = False  # torch.compile of both towers (ipce.models.speed)
     channels_last: bool = False  # channels-last image-tower convolutions (ipce.models.speed)
+    attention: str = "mha"  # mha (nn.MultiheadAttention) or sdpa (ipce.models.attention)
+    compile_regional: bool = False  # torch.compile of each residual block (ipce.models.speed)
     eval_batch_size: int | None = None
     progress: bool = True  # progress bars (--no-progress: none)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+# The TrainConfig fields of the speed flags: a resumed run may change them (none changes a score
+# beyond float rounding).
+SPEED_FIELDS = ("compile", "channels_last", "attention", "compile_regional")
 
 
 def load_presets() -> dict[str, dict]:

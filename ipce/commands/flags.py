@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
+from ipce.config import SPEED_FIELDS
 from ipce.errors import IpceError
 from ipce.utils.precision import PRECISIONS
 
@@ -64,14 +65,36 @@ def add_view_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> 
                    help="evaluation crops (default: the checkpoint's, else 15)")
 
 
-def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
-    """`--compile` and `--channels-last` (ipce.models.speed), for train, predict and score.
+ATTENTIONS = ("mha", "sdpa")
+
+
+def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True,
+                        scoring: bool = False) -> None:
+    """`--compile`, `--compile-regional`, `--channels-last` and `--attention` (ipce.models.speed),
+    for train, predict and score; `scoring`: also `--bf16-weights` (inference only).
     `defaults=False` (default None) lets `ipce train --resume` tell a flag not given from one given."""
     default = False if defaults else None
     p.add_argument("--compile", action="store_true", default=default,
                    help="torch.compile both towers (needs a C++ compiler on a CPU)")
+    p.add_argument("--compile-regional", action="store_true", default=default,
+                   help="torch.compile each residual block of both towers instead (one block's warm-up per "
+                        "tower; measured on the CPU only)")
     p.add_argument("--channels-last", action="store_true", default=default,
                    help="channels-last convolutions in the image tower (CUDA; on the CPU only ResNet towers gain)")
+    p.add_argument("--attention", choices=ATTENTIONS,  # ipce.models.attention.ATTENTIONS, without torch default="mha" if defaults else None,
+                   help="mha: nn.MultiheadAttention as open_clip has it; sdpa: one batch-first "
+                        "scaled_dot_product_attention per block, the text tower's with is_causal (the same weights; "
+                        "measured on the CPU only)" + ("" if defaults else " (default: mha)"))
+    if scoring:
+        p.add_argument("--bf16-weights", action="store_true", default=False,
+                       help="the image tower's weights in bf16, the text tower in fp32 and cached (scores move by "
+                            "a measured mean absolute difference from fp32; see README)")
+
+
+def speed_options(args: argparse.Namespace) -> dict:
+    """The speed flags a command's parser has, as `load_scorer` keywords."""
+    names = (*SPEED_FIELDS, "bf16_weights")
+    return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 
 def add_precision_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
@@ -267,8 +290,8 @@ PROMPT_PREFIX_HELP = ("text seen by a model: the prompt (none) or '{generator} {
 def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, progress: bool = True) -> None:
     """The model flags of every command that builds a scorer (`scorer_from_args`): --checkpoint
     (repeat to ensemble), --weights, --resize, --patches, --combine, --prompt-prefix, --device,
-    --precision, --compile, --channels-last and, for a command that shows a bar (`progress`),
-    --no-progress."""
+    --precision, the speed flags (--compile, --compile-regional, --channels-last, --attention,
+    --bf16-weights) and, for a command that shows a bar (`progress`), --no-progress."""
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help=f"{CHECKPOINT_TERMS}; repeat to ensemble. Scores come on the scale the models were "
                         "trained on (0..5, or their --mos-range)")
@@ -279,7 +302,7 @@ def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, pr
                    help=PROMPT_PREFIX_HELP)
     add_device_argument(p)
     add_precision_argument(p)
-    add_speed_arguments(p)
+    add_speed_arguments(p, scoring=True)
     if progress:
         add_progress_argument(p)
 
@@ -305,8 +328,8 @@ def scorer_from_args(args: argparse.Namespace, device=None, batch_size: int | No
     return load_scorer(args.checkpoint, device=str(device) if device is not None else resolve_device(args.device),
                        resize=args.resize, patches=args.patches, combine=args.combine,
                        prompt_prefix=prompt_prefixes(args), precision=args.precision,
-                       batch_size=batch_size or getattr(args, "batch_size", None) or 16, compile=args.compile,
-                       channels_last=args.channels_last, weights=args.weights)
+                       batch_size=batch_size or getattr(args, "batch_size", None) or 16, weights=args.weights,
+                       **speed_options(args))
 
 
 def train_overrides(args: argparse.Namespace) -> dict:

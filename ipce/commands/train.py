@@ -10,7 +10,7 @@ from ipce.commands.flags import (DATA_SOURCE_FLAGS, add_data_source_arguments, a
                                  add_preference_arguments,
                                  add_progress_argument, add_speed_arguments, add_weights_argument,
                                  add_workers_argument, train_overrides)
-from ipce.config import TrainConfig, load_presets, make_config, preset_names
+from ipce.config import SPEED_FIELDS, TrainConfig, load_presets, make_config, preset_names
 
 
 def _splits(text: str) -> list[int]:
@@ -158,7 +158,7 @@ def config_from_args(args: argparse.Namespace):
     if args.resume and args.out and saved_path.is_file():
         saved = json.loads(saved_path.read_text())
         saved_preset = saved.pop("preset")
-        saved.update({k: overrides[k] for k in ("device", "workers", "progress", "compile", "channels_last")
+        saved.update({k: overrides[k] for k in ("device", "workers", "progress", *SPEED_FIELDS)
                       if overrides.get(k) is not None})
         saved.update(resume=True, out=args.out)
         return make_config(None if saved_preset == "custom" else saved_preset, **saved)

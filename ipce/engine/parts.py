@@ -81,7 +81,8 @@ def run_settings(scorer, checkpoints, weights, records, batch_size: int) -> dict
         "checkpoint": [checkpoint_identity(str(c), weights) for c in checkpoints],
         "resize": [m.views.resize for m in members],
         "patches": [m.views.patches for m in members],
-        "precision": scorer.precision,
+        # bf16 image weights move scores as a precision does: named with it (absent from older sidecars)
+        "precision": scorer.precision + (", bf16 image weights" if getattr(scorer, "bf16_weights", False) else ""),
         "prompt_prefix": [m.prompt_prefix or "none" for m in members],
         "combine": scorer.combine if len(members) > 1 else None,
         "batch_size": batch_size,

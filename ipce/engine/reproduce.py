@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ipce.config import TrainConfig, make_config
+from ipce.config import SPEED_FIELDS, TrainConfig, make_config
 from ipce.errors import DataError, IpceError, WeightsError
 
 # The paper's table (Peng et al. 2024, Table 2), then AGIQA-1K, which the original code trains too.
@@ -25,7 +25,7 @@ ROWS = ("agiqa3k:quality", "agiqa3k:alignment", "aigciqa2023:quality", "aigciqa2
         "aigciqa2023:correspondence", "aigcqa30k:quality", "agiqa1k:quality")
 SPLIT_SOURCES = ("original", "random")
 # what --resume may change; everything else is the saved reproduction's
-RESUME_MAY_CHANGE = ("device", "workers", "progress", "compile", "channels_last")
+RESUME_MAY_CHANGE = ("device", "workers", "progress", *SPEED_FIELDS)
 
 
 @dataclass(frozen=True)
@@ -156,7 +156,7 @@ def _timing_model(config: TrainConfig, device):
     of the same architecture when the file is absent (the same arithmetic, the same time)."""
     from ipce.engine.train import build_model
     from ipce.models.backbone import RANDOM_PREFIX, TINY_CONFIGS, find_weights
-    from ipce.models.speed import apply_speed_options
+    from ipce.models.speed import apply_speed_options, speed_settings
 
     backbone, weights, note = config.backbone, config.weights, ""
     if not weights and backbone not in TINY_CONFIGS and not backbone.startswith(RANDOM_PREFIX):
@@ -165,7 +165,7 @@ def _timing_model(config: TrainConfig, device):
         except WeightsError:
             backbone, note = RANDOM_PREFIX + backbone, ", random weights (no pretrained file here)"
     model, _ = build_model(dataclasses.replace(config, backbone=backbone, weights=weights), device)
-    apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)
+    apply_speed_options(model, **speed_settings(config))
     return model, note
 
 

@@ -29,7 +29,7 @@ from ipce.models.backbone import TINY_CONFIGS, RANDOM_PREFIX, find_weights, load
 from ipce.models.checkpoint import save_checkpoint
 from ipce.models.correspondence import LEVELS, TEMPLATE, CorrespondenceScorer
 from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
-from ipce.models.speed import apply_speed_options
+from ipce.models.speed import apply_speed_options, speed_settings
 from ipce.utils.distributed import dist_info, gather, is_main, setup_distributed
 from ipce.utils.io import save_torch, write_csv, write_text
 from ipce.utils.metrics import with_current_names
@@ -320,7 +320,7 @@ def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, d
         set_up_preferences(state, config, *prefs, views)
     if config.resume and state.state_path.is_file():
         load_state(state)
-    apply_speed_options(model, compile=config.compile, channels_last=config.channels_last)  # before DDP wraps it
+    apply_speed_options(model, **speed_settings(config))  # before DDP wraps it
     if world > 1:
         state.net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.tensorboard and is_main():
@@ -533,7 +533,7 @@ def finish_split(state: SplitRun, config: TrainConfig, device: torch.device) -> 
         from ipce.models.checkpoint import load_checkpoint
 
         best_model, _ = load_checkpoint(state.best_path, device)
-        apply_speed_options(best_model, compile=config.compile, channels_last=config.channels_last)
+        apply_speed_options(best_model, **speed_settings(config))
         order, pred, test_metrics = evaluate_run(state, best_model, config, device, "test")
         result = {"split": k, "epoch": best["epoch"], "val_choice": best.get("choice"), **test_metrics}
         if "srcc_plcc_mean" in best:

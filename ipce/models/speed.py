@@ -1,7 +1,10 @@
-"""Optional speed settings: torch.compile of the two encoders and CUDA transfer/layout helpers.
+"""Optional speed settings: torch.compile of the two encoders (whole towers or per residual
+block), attention through SDPA, bf16 image-tower weights for scoring, and CUDA transfer/layout
+helpers.
 
-None of them changes a score beyond float rounding (tests/test_performance_options.py checks
-that); benchmarks/run.py measures what each one buys (benchmarks/README.md).
+None of them changes a score beyond float rounding, except the bf16 weights (a stated MAD from
+fp32; tests/test_performance_options.py, tests/test_attention.py check that);
+benchmarks/run.py measures what each one buys (benchmarks/README.md).
 """
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ from typing import Sequence
 
 import torch
 
+from ipce.errors import IpceError
+from ipce.models.attention import ATTENTIONS, use_sdpa
 from ipce.models.correspondence import CorrespondenceScorer
 
 
@@ -24,6 +29,37 @@ def compile_towers(model: CorrespondenceScorer, mode: str | None = None, dynamic
     clip = model.clip
     clip.visual.compile(backend=backend, mode=mode, dynamic=dynamic)
     clip.transformer.compile(backend=backend, mode=mode, dynamic=dynamic)
+    return model
+
+
+def residual_blocks(model: CorrespondenceScorer) -> list[torch.nn.Module]:
+    """The transformer blocks of both towers (a ResNet image tower has none: its text tower's only)."""
+    clip = model.clip
+    towers = [getattr(clip.visual, "transformer", None), clip.transformer]
+    return [block for tower in towers if tower is not None for block in tower.resblocks]
+
+
+def compile_blocks(model: CorrespondenceScorer, mode: str | None = None, dynamic: bool | None = None,
+                   backend: str = "inductor") -> CorrespondenceScorer:
+    """Regional compilation: `torch.compile` of each residual block of both towers, in place.
+
+    Every block of a tower has the same code and shapes, so the first block's compiled graph is
+    reused by the others: the warm-up is one block's, not a tower's. Between blocks runs eager
+    code (embeddings, pooling, the projection). Parameter names and `state_dict` unchanged."""
+    for block in residual_blocks(model):
+        block.compile(backend=backend, mode=mode, dynamic=dynamic)
+    return model
+
+
+def use_bf16_image_weights(model: CorrespondenceScorer) -> CorrespondenceScorer:
+    """Scoring with the image tower's weights in bf16 (views cast to bf16 on the way in) and the
+    text tower in fp32 whatever the autocast (`text_autocast` False), its features cached as
+    always: no cast of the weights on every forward. For inference only: training keeps fp32
+    master weights. Its mean absolute difference from fp32 scores is measured, not zero
+    (README, tests/test_performance_options.py)."""
+    model.clip.visual.to(torch.bfloat16)
+    model.text_autocast = False
+    model.text_cache.clear()
     return model
 
 
@@ -78,15 +114,33 @@ def use_channels_last(model: CorrespondenceScorer, narrow_batch_norm: int = NARR
     return model
 
 
-def apply_speed_options(model: CorrespondenceScorer, compile: bool = False,
-                        channels_last: bool = False) -> CorrespondenceScorer:
-    """The `--compile` and `--channels-last` flags of `ipce train`, `predict` and `score`, in
-    place. Channels-last first, so that the compiled code is traced with the final layout."""
+def apply_speed_options(model: CorrespondenceScorer, compile: bool = False, channels_last: bool = False,
+                        attention: str = "mha", compile_regional: bool = False,
+                        bf16_weights: bool = False) -> CorrespondenceScorer:
+    """The speed flags of `ipce train`, `predict` and `score` (`--compile`, `--channels-last`,
+    `--attention`, `--compile-regional`; scoring also `--bf16-weights`), in place. The attention
+    module and the layout first, so that compiled code is traced with the final ones."""
+    if attention not in ATTENTIONS:
+        raise IpceError(f"--attention {attention}: use {' or '.join(ATTENTIONS)}")
+    if compile and compile_regional:
+        raise IpceError("--compile and --compile-regional: give one (whole towers or each residual block)")
+    if attention == "sdpa":
+        use_sdpa(model.clip)
+    if bf16_weights:
+        use_bf16_image_weights(model)
     if channels_last:
         use_channels_last(model)
     if compile:
         compile_towers(model)
+    if compile_regional:
+        compile_blocks(model)
     return model
+
+
+def speed_settings(config) -> dict:
+    """The `apply_speed_options` keywords of a TrainConfig."""
+    return {"compile": config.compile, "channels_last": config.channels_last, "attention": config.attention,
+            "compile_regional": config.compile_regional}
 
 
 def cuda_settings(tf32: bool = False) -> None:
