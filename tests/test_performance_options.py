@@ -428,3 +428,118 @@ def test_compile_flag_with_inductor_gives_the_same_scores(tmp_path):
         assert scorer.score(images, PROMPTS[:2]) == pytest.approx(plain, abs=1e-4)
     finally:
         torch._dynamo.reset()
+
+
+# ----------------------------------------------------------------------------- GPU levers on the CPU
+@pytest.mark.slow
+def test_regional_compile_compiles_each_block_and_keeps_the_scores():
+    model = make_tiny_scorer()
+    crops, global_view = views_of(2)
+    prompts = PROMPTS[:3:2]
+    with torch.no_grad():
+        expected = model(crops, global_view, prompts)
+    keys = list(model.state_dict())
+    torch._dynamo.reset()
+    try:
+        speed.compile_blocks(model, backend="aot_eager")  # the capture inductor gets, without C++ code generation
+        blocks = speed.residual_blocks(model)
+        assert len(blocks) == 4 and all(b._compiled_call_impl is not None for b in blocks)
+        assert model.clip.visual._compiled_call_impl is None and model.clip.transformer._compiled_call_impl is None
+        model.text_cache.clear()
+        with torch.no_grad():
+            got = model(crops, global_view, prompts)
+        assert torch.allclose(got, expected, atol=1e-5)
+        assert list(model.state_dict()) == keys
+    finally:
+        torch._dynamo.reset()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_cpp_compiler() is None, reason="torch.compile (inductor) on a CPU needs a C++ compiler")
+def test_regional_compile_with_inductor_and_sdpa_gives_the_same_scores(tmp_path):
+    import ipce
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3)
+    images = [random_image(240, 230, seed=i) for i in range(2)]
+    plain = ipce.load_scorer(str(ckpt), resize=224, patches=2).score(images, PROMPTS[:2])
+    torch._dynamo.reset()
+    try:
+        scorer = ipce.load_scorer(str(ckpt), resize=224, patches=2, compile_regional=True, attention="sdpa")
+        assert all(b._compiled_call_impl is not None for b in speed.residual_blocks(scorer.members[0].model))
+        assert scorer.score(images, PROMPTS[:2]) == pytest.approx(plain, abs=1e-5)
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compile_and_regional_compile_are_one_choice():
+    from ipce.errors import IpceError
+
+    with pytest.raises(IpceError, match="--compile-regional"):
+        speed.apply_speed_options(make_tiny_scorer(), compile=True, compile_regional=True)
+
+
+def bf16_weight_scores(model: CorrespondenceScorer, crops, global_view, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fp32 scores, scores of the same model with bf16 image-tower weights)."""
+    with torch.no_grad():
+        fp32 = model(crops, global_view, prompts)
+        speed.use_bf16_image_weights(model)
+        return fp32, model(crops, global_view, prompts)
+
+
+def test_bf16_image_weights_keep_the_texts_in_fp32_and_score_near_fp32():
+    model = make_tiny_scorer()
+    crops, global_view = views_of(4)
+    with torch.no_grad():
+        texts = model.encode_prompts(PROMPTS[:4])
+    fp32, low = bf16_weight_scores(model, crops, global_view, PROMPTS[:4])
+    assert model.clip.visual.conv1.weight.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for n, p in model.named_parameters() if not n.startswith("clip.visual."))
+    assert low.dtype == torch.float32 and 0 < (low - fp32).abs().mean() <= 0.02
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        cached = model.text_features(PROMPTS[:4])  # texts in fp32 under any autocast, from the cache
+    assert cached.dtype == torch.float32 and torch.allclose(cached, texts, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_bf16_image_weights_on_vit_b_32_report_their_distance_from_fp32(record_property):
+    torch.manual_seed(0)
+    clip, _, _ = load_backbone("random:ViT-B-32")
+    with torch.no_grad():
+        clip.logit_scale.fill_(float(np.log(100)))  # as trained CLIPs end: scores spread as in real use
+    model = CorrespondenceScorer(clip).eval()
+    crops, global_view = views_of(4, patches=3, size=(288, 256))
+    fp32, low = bf16_weight_scores(model, crops, global_view, PROMPTS[:4])
+    mad = (low - fp32).abs().mean().item()
+    record_property("bf16_weights_mad_vit_b_32", mad)
+    print(f"bf16 image weights, random ViT-B-32: mean abs difference from fp32 {mad:.5f} on 0..5")
+    assert 0 < mad <= 0.02
+
+
+@pytest.mark.slow
+def test_bf16_weights_flag_is_selectable_and_named_in_predict_settings(tmp_path):
+    import csv
+    import json
+
+    import ipce
+    from ipce.cli import main
+
+    ckpt = tiny_checkpoint(tmp_path / "tiny.safetensors", seed=3)
+    scorer = ipce.load_scorer(str(ckpt), bf16_weights=True)
+    assert scorer.bf16_weights and scorer.members[0].model.clip.visual.conv1.weight.dtype == torch.bfloat16
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        random_image(240 + 40 * i, 230, seed=i).save(folder / f"gen_{i}.png")
+    predict = ["predict", "--images", str(folder), "--prompt", "a cat", "--workers", "0", "--no-progress",
+               "--checkpoint", str(ckpt), "--resize", "224", "--patches", "2"]
+    assert main([*predict, "--out", str(tmp_path / "a.csv")]) == 0
+    assert main([*predict, "--bf16-weights", "--out", str(tmp_path / "b.csv")]) == 0
+
+    def scores(path):
+        return [float(r["score"]) for r in csv.DictReader(open(path, newline=""))]
+    low, fp32 = scores(tmp_path / "b.csv"), scores(tmp_path / "a.csv")
+    assert low != fp32 and low == pytest.approx(fp32, abs=0.05)
+    sidecar = json.loads((tmp_path / "b.csv.ipce.json").read_text())
+    assert "bf16 image weights" in json.dumps(sidecar)
+    # a resume without the flag would mix precisions in one file: refused
+    assert main([*predict, "--resume", "--out", str(tmp_path / "b.csv")]) != 0
