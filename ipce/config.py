@@ -52,6 +52,8 @@ class TrainConfig:
     accumulate: int = 1
     precision: str = "fp32"
     grad_checkpointing: bool = False
+    fused_adamw: bool = False  # AdamW's fused kernel (one per step instead of a few per tensor list)
+    log_every: int = 1  # training steps between reads of the loss on the host (each read waits for the device)
     # protocol
     protocol: str = "paper"  # paper: 80/20, best epoch on the held-out part; holdout: train/val/test
     n_splits: int = 10
@@ -137,6 +139,7 @@ def validate(config: TrainConfig) -> None:
          f"--preference-form {config.preference_form}: use auto, imagereward or pairs"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.accumulate >= 1, "--accumulate must be at least 1"),
+        (config.log_every >= 1, f"--log-every {config.log_every}: must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (config.resize >= 224, f"--resize {config.resize}: must be at least 224 (the crop size)"),
         (config.train_patches >= 1, f"--train-patches {config.train_patches}: must be at least 1"),

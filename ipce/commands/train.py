@@ -101,6 +101,13 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
     add_precision_argument(opt, defaults=False)
     opt.add_argument("--grad-checkpointing", action="store_true", default=None,
                      help="recompute activations in the backward pass: less memory, slower steps")
+    opt.add_argument("--fused-adamw", action="store_true", default=None,
+                     help="AdamW's fused kernel (equal to the default within float rounding; measured on the "
+                          "CPU only)")
+    opt.add_argument("--log-every", type=int, metavar="STEPS",
+                     help="steps between reads of the training loss on the host (the progress bar's loss); the "
+                          "loss is summed on the device in between, so a GPU step waits for nothing "
+                          f"{_default('log_every')}")
     opt.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default: --batch-size)")
     proto = p.add_argument_group("protocol")
     if "--protocol" not in leave_out:

@@ -176,11 +176,11 @@ def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
     import torch
     import torch.nn.functional as F
 
+    from ipce.engine.train import make_optimizer
     from ipce.utils.precision import autocast
 
     model, random = _timing_model(config, device)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
-                                  weight_decay=config.weight_decay)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
     prompt = "a photo of a red fox sitting in the snow at sunrise, highly detailed"
 
     def views(batch: int, patches: int):
@@ -236,7 +236,7 @@ def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
 def _timing_key(config: TrainConfig) -> tuple:
     return (config.backbone, config.weights, config.batch_size, config.accumulate, config.train_patches,
             config.eval_patches, config.eval_batch_size, config.precision, config.compile, config.channels_last,
-            config.grad_checkpointing)
+            config.grad_checkpointing, config.attention, config.compile_regional, config.fused_adamw)
 
 
 def duration(seconds: float) -> str:

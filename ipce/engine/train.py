@@ -307,7 +307,7 @@ def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, d
     torch.manual_seed(config.seed + k)
     model, model_config = build_model(config, device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(params, config)
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     views = ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip)
     train_set = ViewDataset([records[i] for i in split.train], views, config.prompt_prefix,
@@ -342,6 +342,13 @@ def set_up_preferences(state: SplitRun, config: TrainConfig, groups, split, view
         for side in ("val", "test"):
             if data[side] is not None:
                 write_groups(state.split_dir / f"{side}_preferences.json", data[side])
+
+
+def make_optimizer(params, config: TrainConfig) -> torch.optim.AdamW:
+    """AdamW at the recipe's rate and decay; `--fused-adamw`: its fused kernel (torch's default
+    otherwise: the per-list `foreach` one)."""
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                             fused=True if config.fused_adamw else None)
 
 
 def tensorboard_writer(split_dir: Path):
@@ -441,7 +448,9 @@ def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: to
     loaders = epoch_loaders(state, config, epoch, device)
     steps = sum(len(loader) for _, loader, _ in loaders)
     state.model.train()
-    sums = {"mos": [0.0, 0], "pref": [0.0, 0]}
+    # the losses stay on the device, summed in float64 (the arithmetic of a Python float sum); the host
+    # reads one every `log_every` steps for the bar, and the sums at the end
+    sums = {kind: [torch.zeros((), dtype=torch.float64, device=device), 0] for kind in ("mos", "pref")}
     bar = tqdm(total=state.train_images, desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}", unit="img",
                disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
     state.optimizer.zero_grad(set_to_none=True)
@@ -453,15 +462,16 @@ def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: to
             state.scaler.update()
             state.optimizer.zero_grad(set_to_none=True)
         weight = len(batch) if kind == "mos" else len(group_batch.pairs)
-        sums[kind][0] += loss.item() * weight
+        sums[kind][0] += loss.detach().double() * weight
         sums[kind][1] += weight
         bar.update(len(batch) * world)
-        bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
+        if (step + 1) % config.log_every == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}")
     bar.close()
     losses = {}
     for kind, key in (("mos", "train_loss"), ("pref", "train_pref_loss")):
         if any(k == kind for k, _, _ in loaders):
-            total, count = sum(gather(sums[kind][0])), sum(gather(sums[kind][1]))
+            total, count = sum(gather(sums[kind][0].item())), sum(gather(sums[kind][1]))
             mean = total / max(count, 1)
             losses[key] = scale.to_data_error(mean) if kind == "mos" else mean / config.preference_weight
     return losses

@@ -104,6 +104,13 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_text_thread)
 
 
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A CPU tensor onto `device`; to CUDA through pinned memory without blocking the host."""
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def score_from_probs(probs: torch.Tensor) -> torch.Tensor:
     """Expected level (1..K) of a distribution over K levels, mapped linearly to 0..5."""
     k = probs.shape[-1]
@@ -178,7 +185,10 @@ class CorrespondenceScorer(nn.Module):
         clip = self.clip
         eot_pos = tokens.argmax(dim=-1)  # end-of-text has the largest id
         length = int(eot_pos.max()) + 1 if cut_padding else tokens.shape[1]
-        tokens = tokens[:, :length]
+        # token ids come from the tokenizer on the CPU: the cut is read there, and they travel after
+        # it (pinned, asynchronously on CUDA), so a step never waits for the GPU to learn a length
+        tokens, eot_pos = _to_device(tokens[:, :length], clip.positional_embedding.device), \
+            _to_device(eot_pos, clip.positional_embedding.device)
         x = clip.token_embedding(tokens) + clip.positional_embedding[:length]
         mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
         x = clip.transformer(x, attn_mask=mask)
@@ -197,14 +207,14 @@ class CorrespondenceScorer(nn.Module):
         if cut_padding and self.group_texts and len(prompts) > 1:
             lengths = (tokens.argmax(dim=-1).view(len(prompts), k).amax(dim=-1) + 1).tolist()
             groups = length_groups(lengths, k, self.group_overhead)
-        tokens = tokens.view(len(prompts), k, -1).to(device)
+        tokens = tokens.view(len(prompts), k, -1)  # on the CPU: encode_tokens moves each group
         if len(groups) == 1:
             feats = self.encode_tokens(tokens.flatten(0, 1), cut_padding)
             return F.normalize(feats.float(), dim=-1).view(len(prompts), k, -1)
         parts = [self.encode_tokens(tokens[group].flatten(0, 1), cut_padding) for group in groups]
         feats = F.normalize(torch.cat(parts).float(), dim=-1).view(len(prompts), k, -1)
-        order = torch.tensor([i for group in groups for i in group], device=device)
-        return feats[torch.argsort(order)]
+        order = torch.tensor([i for group in groups for i in group])
+        return feats[_to_device(torch.argsort(order), device)]
 
     def text_features(self, prompts: list[str], cut_padding: bool = True) -> torch.Tensor:
         """Normalized features [B, K, D] of each prompt's K level texts."""
