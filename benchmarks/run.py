@@ -383,6 +383,102 @@ def train_row(name: str, model, device: torch.device, precision: str = "fp32", m
     return Row(name, "train", run, precision, note)
 
 
+# ----------------------------------------------------------------------------- the GPU levers
+# "lean" rows time the model alone, views already on the device and nothing synchronized inside a
+# run (the rows above synchronize CUDA around every section they time): what a GPU does when the
+# loader keeps up. Each lever is the option ipce has (ipce/models/speed.py, --fused-adamw,
+# --log-every), so the rows measure the flags, not a copy of them.
+
+def lean_eval_row(name: str, model, device: torch.device, precision: str, use_autocast: bool = True,
+                  note: str = "") -> Row:
+    """Evaluation of prepared views (untimed), every prompt new (the text cache cleared)."""
+    config = ViewConfig(resize=512, patches=15)
+    prepared: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare(images):
+        if len(images) not in prepared:
+            prepared[len(images)] = eval_views(images, config, device)
+
+    def run(images, prompts, clock):
+        crops, global_view = prepared[len(images)]
+        model.text_cache.clear()
+        with torch.no_grad(), (autocast(device, precision) if use_autocast else contextlib.nullcontext()):
+            scores = model(crops, global_view, prompts)
+        return scores.float().cpu()
+    return Row(name, "eval", run, precision, note or "views prepared on the device, no sync inside a run",
+               prepare=prepare)
+
+
+def lean_train_row(name: str, model, device: torch.device, precision: str, fused_adamw: bool = False,
+                   loss_on_device: bool = False, note: str = "") -> Row:
+    """Training steps on prepared views: forward, L1 loss, backward, AdamW (fused or not); the loss
+    read on the host every step (as `ipce train --log-every 1`) or summed on the device."""
+    from ipce.config import make_config
+    from ipce.engine.train import make_optimizer
+
+    config = ViewConfig(resize=512, patches=8, train=True, flip=True)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad],
+                               make_config(lr=5e-6, weight_decay=1e-3, fused_adamw=fused_adamw))
+    prepared: dict[int, tuple] = {}
+
+    def prepare(images):
+        if len(images) not in prepared:
+            pairs = [make_views(decode(data), config, torch.Generator().manual_seed(i)) for i, data in enumerate(images)]
+            prepared[len(images)] = (torch.stack([c for c, _ in pairs]).to(device),
+                                     torch.stack([g for _, g in pairs]).to(device),
+                                     torch.linspace(0.5, 4.5, len(images), device=device))
+
+    def run(images, prompts, clock):
+        crops, global_view, targets = prepared[len(images)]
+        model.train()
+        with autocast(device, precision):
+            scores = model(crops, global_view, prompts)
+        loss = F.l1_loss(scores.float(), targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        total = loss.detach().double() if loss_on_device else loss.item()
+        del total
+        return None
+    return Row(name, "train", run, precision, note or "views prepared on the device", prepare=prepare)
+
+
+def lever_rows(model, device: torch.device, low: str, phase: str) -> list[Row]:
+    """The rows of `--levers`: each GPU option of ipce beside the path it replaces."""
+    from ipce.models.attention import use_sdpa
+    from ipce.models.speed import compile_blocks, use_bf16_image_weights
+
+    def variant(attention: str = "mha", bf16_weights: bool = False):
+        other = copy.deepcopy(model)
+        if attention == "sdpa":
+            use_sdpa(other.clip)
+        if bf16_weights:
+            use_bf16_image_weights(other)
+        return other
+    if phase == "eval":
+        weights, weights_sdpa = variant(bf16_weights=True), variant("sdpa", bf16_weights=True)
+        if device.type == "cuda":
+            weights_sdpa.image_chunk = None  # the floor row as the scorer encodes on CUDA: in one call
+        return [lean_eval_row(f"lean: ours {low} autocast", model, device, low),
+                lean_eval_row(f"lean: ours {low} autocast, sdpa", variant("sdpa"), device, low),
+                lean_eval_row("lean: ours bf16 image weights", weights, device, "bf16", use_autocast=False,
+                              note="--bf16-weights: image tower bf16, texts fp32 and cached"),
+                lean_eval_row("lean: ours bf16 image weights, sdpa", weights_sdpa, device, "bf16", use_autocast=False),
+                floor_row("lean: image encoder alone bf16 weights, sdpa", weights_sdpa, device, "bf16",
+                          use_autocast=False)]
+    if phase == "train":
+        return [lean_train_row(f"lean train: ours {low} autocast", model, device, low),
+                lean_train_row(f"lean train: ours {low} autocast, sdpa, fused AdamW, loss on device",
+                               variant("sdpa"), device, low, fused_adamw=True, loss_on_device=True)]
+    compiled, train_compiled = variant("sdpa", bf16_weights=True), variant("sdpa")
+    compile_blocks(compiled)
+    compile_blocks(train_compiled)
+    return [lean_eval_row("lean: ours bf16 image weights, sdpa + regional compile", compiled, device, "bf16",
+                          use_autocast=False),
+            lean_train_row(f"lean train: ours {low} autocast, sdpa, fused AdamW + regional compile", train_compiled,
+                           device, low, fused_adamw=True, loss_on_device=True)]
+
+
 # --------------------------------------------------------------------------------------- running
 def run_once(row: Row, images, prompts, device: torch.device) -> tuple[float, dict, torch.Tensor | None]:
     if row.prepare is not None:
@@ -595,7 +691,7 @@ def run_phase(args, device: str, phase: str) -> list[dict]:
     for flag, value in (("--threads", args.threads), ("--image-chunk", args.image_chunk), ("--rows", args.rows)):
         if value is not None:
             argv += [flag, str(value)]
-    argv += ["--quick"] * args.quick + ["--quiet"] * args.quiet
+    argv += ["--quick"] * args.quick + ["--quiet"] * args.quiet + ["--levers"] * args.levers
     proc = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"benchmark phase {phase} on {device} failed (exit {proc.returncode})")
@@ -658,6 +754,8 @@ def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
     if args.quick:
         rows = [r for r in rows if not any(k in r.name for k in ("grouping", "texts fp32", "weights", "one call",
                                                                    "unfused", f"{low}, open_clip"))]
+    if args.levers and phase == "compile":  # regional compile of the levers' best rows, references kept
+        return [rows[0], rows[1], *lever_rows(model, device, low, phase)]
     if phase == "compile":
         compiled, train_compiled = copy.deepcopy(model), copy.deepcopy(model)
         compile_towers(compiled)
@@ -676,6 +774,8 @@ def build_rows(args, device: torch.device, log, phase: str) -> list[Row]:
     if args.rows and phase != "compile":
         keep = re.compile(args.rows)
         rows = [r for r in rows if keep.search(r.name) or r.name.startswith("baseline")]
+    if args.levers and phase != "compile":
+        rows += lever_rows(model, device, low, phase)
     return rows
 
 
@@ -719,6 +819,10 @@ def main() -> None:
     parser.add_argument("--phases", default="eval,train,compile",
                         help="comma-separated subset of eval,train,compile (compile also needs --compile)")
     parser.add_argument("--rows", help="only rows whose name matches this regex (the baseline always runs)")
+    parser.add_argument("--levers", action="store_true",
+                        help="add the 'lean' rows: the GPU options (sdpa, bf16 image weights, fused AdamW, loss on "
+                             "the device; with --phases compile, regional compile) on prepared views, nothing "
+                             "synchronized inside a run")
     parser.add_argument("--no-memory", action="store_true", help="skip the loader memory measurement")
     parser.add_argument("--json", help="write every number here")
     parser.add_argument("--quiet", action="store_true")
@@ -750,7 +854,8 @@ def main() -> None:
     images = make_jpegs(max(batch, train_batch), 512, 512)
     prompts = (PROMPTS * ((max(batch, train_batch) // len(PROMPTS)) + 1))[:max(batch, train_batch)]
     results = {"machine": info, "settings": {"batch": batch, "train_batch": train_batch, "repeats": args.repeats,
-                                             "backbone": args.backbone, "compile": args.compile}, "devices": {}}
+                                             "backbone": args.backbone, "compile": args.compile,
+                                             "levers": args.levers}, "devices": {}}
     if args.phase:  # a child: one device, one phase; entries as JSON on the last line
         device = torch.device(devices[0])
         if device.type == "cuda":

@@ -53,6 +53,7 @@ class TrainConfig:
     precision: str = "fp32"
     grad_checkpointing: bool = False
     fused_adamw: bool = False  # AdamW's fused kernel (one per step instead of a few per tensor list)
+    feed: str = "float"  # float: views made by the loader; uint8: its 8-bit pixels, views made on the device
     log_every: int = 1  # training steps between reads of the loss on the host (each read waits for the device)
     # protocol
     protocol: str = "paper"  # paper: 80/20, best epoch on the held-out part; holdout: train/val/test
@@ -83,8 +84,8 @@ class TrainConfig:
 
 
 # The TrainConfig fields of the speed flags: a resumed run may change them (none changes a score
-# beyond float rounding).
-SPEED_FIELDS = ("compile", "channels_last", "attention", "compile_regional")
+# beyond float rounding; --feed changes none at all).
+SPEED_FIELDS = ("compile", "channels_last", "attention", "compile_regional", "feed")
 
 
 def load_presets() -> dict[str, dict]:
@@ -139,6 +140,7 @@ def validate(config: TrainConfig) -> None:
          f"--preference-form {config.preference_form}: use auto, imagereward or pairs"),
         (config.batch_size >= 1, "--batch-size must be at least 1"),
         (config.accumulate >= 1, "--accumulate must be at least 1"),
+        (config.feed in ("float", "uint8"), f"--feed {config.feed}: use float or uint8"),
         (config.log_every >= 1, f"--log-every {config.log_every}: must be at least 1"),
         (config.lr > 0, "--lr must be positive"),
         (config.resize >= 224, f"--resize {config.resize}: must be at least 224 (the crop size)"),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ipce.config import SPEED_FIELDS
 from ipce.errors import IpceError
 from ipce.utils.precision import PRECISIONS
 
@@ -93,7 +92,7 @@ def add_speed_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, de
 
 def speed_options(args: argparse.Namespace) -> dict:
     """The speed flags a command's parser has, as `load_scorer` keywords."""
-    names = (*SPEED_FIELDS, "bf16_weights")
+    names = ("compile", "channels_last", "attention", "compile_regional", "bf16_weights")
     return {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
 
 

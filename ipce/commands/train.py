@@ -101,6 +101,10 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
     add_precision_argument(opt, defaults=False)
     opt.add_argument("--grad-checkpointing", action="store_true", default=None,
                      help="recompute activations in the backward pass: less memory, slower steps")
+    opt.add_argument("--feed", choices=("float", "uint8"),
+                     help="float: the loader's workers make the views; uint8: they send each resized image's 8-bit "
+                          "pixels and the crops and normalization are made on the device (the same numbers, a "
+                          "twelfth of the bytes; measured on the CPU only) " + _default("feed"))
     opt.add_argument("--fused-adamw", action="store_true", default=None,
                      help="AdamW's fused kernel (equal to the default within float rounding; measured on the "
                           "CPU only)")

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ipce.datasets.images import open_rgb
 from ipce.datasets.sources import Record, prefixed_prompt
-from ipce.models.views import ViewConfig, make_views
+from ipce.models.views import ViewConfig, make_pixels, make_views, views_from_pixels
 from ipce.errors import DataError
 
 
@@ -24,13 +24,31 @@ class Batch:
     indices: torch.Tensor  # [B] positions in the dataset's record list
     errors: list[tuple[int, str]]  # (index, one-line problem) of samples that could not be read
     views: dict | None = None  # {ViewConfig: (crops, global_view)}: loaders of several view configs, aligned
+    # --feed uint8 (crops and global_view None): each image's 8-bit pixels [H, W, 3] and crop corners
+    pixels: list[torch.Tensor] | None = None
+    positions: list[list[tuple[int, int]]] | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def pin_memory(self) -> "Batch":
-        self.crops, self.global_view = self.crops.pin_memory(), self.global_view.pin_memory()
+        if self.pixels is not None:
+            self.pixels = [p.pin_memory() for p in self.pixels]
+        else:
+            self.crops, self.global_view = self.crops.pin_memory(), self.global_view.pin_memory()
         return self
+
+    def views_on(self, device: str | torch.device, patches: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """(crops [B, P, 3, 224, 224], global views [B, 3, 224, 224]) on `device`: the float views
+        moved there, or the 8-bit pixels moved there and the views made there (the same numbers;
+        `patches`: P of an empty batch)."""
+        if self.pixels is None:
+            return self.crops.to(device, non_blocking=True), self.global_view.to(device, non_blocking=True)
+        if not self.pixels:
+            return torch.empty(0, patches, 3, 224, 224, device=device), torch.empty(0, 3, 224, 224, device=device)
+        views = [views_from_pixels(p.to(device, non_blocking=True), corners)
+                 for p, corners in zip(self.pixels, self.positions)]
+        return torch.stack([c for c, _ in views]), torch.stack([g for _, g in views])
 
 
 class ViewDataset(Dataset):
@@ -41,7 +59,10 @@ class ViewDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[Record], views: ViewConfig, prompt_prefix: str | None = None,
-                 seed: int = 0, tolerant: bool = False):
+                 seed: int = 0, tolerant: bool = False, pixels: bool = False):
+        # pixels: items carry 8-bit pixels and crop corners (`make_pixels`), the views made where
+        # the batch goes (`Batch.views_on`); not for CLIP's own input (mode "clip")
+        self.pixels = pixels and views.mode != "clip"
         self.records = list(records)
         self.views = views
         self.prompt_prefix = prompt_prefix
@@ -62,7 +83,8 @@ class ViewDataset(Dataset):
         record = self.records[index]
         generator = torch.Generator().manual_seed(hash((self.seed, self.epoch, index)) & 0x7FFF_FFFF_FFFF)
         try:
-            crops, global_view = make_views(open_rgb(record.image), self.views, generator)
+            make = make_pixels if self.pixels else make_views
+            crops, global_view = make(open_rgb(record.image), self.views, generator)  # or pixels, corners
         except DataError as err:
             if not self.tolerant:
                 raise
@@ -74,14 +96,20 @@ def collate(items, dataset: ViewDataset) -> Batch:
     errors = [(index, err) for index, _, _, err in items if err is not None]
     good = [(index, crops, global_view) for index, crops, global_view, err in items if err is None]
     records = [dataset.records[i] for i, _, _ in good]
-    if good:
+    if dataset.pixels:
+        pixels, corners = [p for _, p, _ in good], [c for _, _, c in good]
+        crops = global_view = None
+    elif good:
         crops = torch.stack([c for _, c, _ in good])
         global_view = torch.stack([g for _, _, g in good])
     else:
         crops, global_view = torch.empty(0, dataset.views.patches, 3, 224, 224), torch.empty(0, 3, 224, 224)
     targets = torch.tensor([float("nan") if r.target is None else r.target for r in records], dtype=torch.float32)
-    return Batch(crops, global_view, [dataset.text_of(r) for r in records], targets,
-                 torch.tensor([i for i, _, _ in good], dtype=torch.long), errors)
+    batch = Batch(crops, global_view, [dataset.text_of(r) for r in records], targets,
+                  torch.tensor([i for i, _, _ in good], dtype=torch.long), errors)
+    if dataset.pixels:
+        batch.pixels, batch.positions = pixels, corners
+    return batch
 
 
 class _Collate:

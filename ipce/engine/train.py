@@ -237,7 +237,8 @@ def score_records(model, records, config: TrainConfig, device, desc: str):
     from torch.utils.data.distributed import DistributedSampler
 
     _, world, _ = dist_info()
-    dataset = ViewDataset(records, ViewConfig(config.resize, config.eval_patches), config.prompt_prefix)
+    dataset = ViewDataset(records, ViewConfig(config.resize, config.eval_patches), config.prompt_prefix,
+                          pixels=config.feed == "uint8")
     sampler = DistributedSampler(dataset, shuffle=False) if world > 1 else None
     batch = max(1, (config.eval_batch_size or config.batch_size) // world)
     loader = make_loader(dataset, batch, shuffle=False, workers=config.workers, device=device, sampler=sampler)
@@ -246,8 +247,7 @@ def score_records(model, records, config: TrainConfig, device, desc: str):
 
     def score(b):
         with autocast(device, config.precision):
-            return net(b.crops.to(device, non_blocking=True), b.global_view.to(device, non_blocking=True),
-                       b.prompts)
+            return net(*b.views_on(device, config.eval_patches), b.prompts)
 
     indices, preds, _, _ = predict_loader(score, loader, desc=desc, progress=is_main() and config.progress)
     merged = {}
@@ -311,7 +311,7 @@ def set_up_split(config: TrainConfig, records, split, k: int, split_dir: Path, d
     scaler = torch.amp.GradScaler(device.type, enabled=config.precision == "fp16")
     views = ViewConfig(config.resize, config.train_patches, train=True, flip=config.flip)
     train_set = ViewDataset([records[i] for i in split.train], views, config.prompt_prefix,
-                            seed=config.seed + k) if split is not None else None
+                            seed=config.seed + k, pixels=config.feed == "uint8") if split is not None else None
     state = SplitRun(k, split_dir, model, model_config, model, optimizer, scaler, train_set,
                      [records[i] for i in split.val] if split is not None else [],
                      epoch_lrs(config.epochs, config.lr, config.t_max),
@@ -337,7 +337,8 @@ def set_up_preferences(state: SplitRun, config: TrainConfig, groups, split, view
     data = {side: PreferenceData.of([groups[i] for i in indices]) if len(indices) else None
             for side, indices in sides.items()}
     state.pref_train, state.pref_val, state.pref_test = data["train"], data["val"], data["test"]
-    state.pref_set = ViewDataset(state.pref_train.records, views, config.prompt_prefix, seed=config.seed + state.k + 7919)
+    state.pref_set = ViewDataset(state.pref_train.records, views, config.prompt_prefix, seed=config.seed + state.k + 7919,
+                                 pixels=config.feed == "uint8")
     if is_main():
         for side in ("val", "test"):
             if data[side] is not None:
@@ -428,8 +429,7 @@ def step_loss(state: SplitRun, config: TrainConfig, kind: str, batch, group_batc
     from ipce.engine.preferences import bradley_terry_loss, positions_in
 
     with autocast(device, config.precision):
-        scores = state.net(batch.crops.to(device, non_blocking=True), batch.global_view.to(device, non_blocking=True),
-                           batch.prompts)
+        scores = state.net(*batch.views_on(device, config.train_patches), batch.prompts)
     if kind == "mos":
         return batch_loss(scores, batch.targets.to(device), scale_of(config.mos_range))
     where = positions_in(batch.indices, group_batch.images)

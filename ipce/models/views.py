@@ -71,9 +71,11 @@ def to_normalized_tensor(image: Image.Image) -> torch.Tensor:
 
 def normalize_pixels(pixels: torch.Tensor) -> torch.Tensor:
     """8-bit channel-first pixels [..., 3, H, W] -> a new contiguous float32 tensor normalized
-    with CLIP's mean and std (one multiply-add)."""
+    with CLIP's mean and std (one multiply-add), on the pixels' device."""
     tensor = pixels.to(torch.float32, memory_format=torch.contiguous_format)
-    return tensor.mul_(_SCALE).add_(_SHIFT)
+    if tensor.device.type == "cpu":
+        return tensor.mul_(_SCALE).add_(_SHIFT)
+    return tensor.mul_(_SCALE.to(tensor.device)).add_(_SHIFT.to(tensor.device))
 
 
 def crop_grid(height: int, width: int) -> tuple[int, int, int]:
@@ -141,12 +143,30 @@ def make_views(image: Image.Image, config: ViewConfig,
     ([0, 3, 224, 224]) and CLIP's own input as the global view."""
     if config.mode == "clip":
         return torch.empty(0, 3, CROP, CROP), clip_input(image)
+    return views_from_pixels(*make_pixels(image, config, generator))
+
+
+def make_pixels(image: Image.Image, config: ViewConfig,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    """The part of `make_views` that needs the picture: (the resized, possibly flipped image as 8-bit
+    pixels [H, W, 3], contiguous; the crops' top-left corners), drawing from `generator` what
+    `make_views` draws. `views_from_pixels` makes the views of them on any device (`--feed uint8`:
+    for a 512x512 image and 15 crops + the global view, a twelfth of the float views' bytes travel
+    to the GPU). Not for mode "clip"."""
     image = adaptive_resize(image, config.resize)
     if config.flip and torch.rand((), generator=generator).item() < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    tensor = to_normalized_tensor(image)
-    _, height, width = tensor.shape
-    positions = crop_positions(height, width, config.patches, config.train, generator)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))  # [H, W, 3]
+    height, width = pixels.shape[:2]
+    return pixels, crop_positions(height, width, config.patches, config.train, generator)
+
+
+def views_from_pixels(pixels: torch.Tensor, positions: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(crops [P, 3, 224, 224], global view [3, 224, 224]) of 8-bit pixels [H, W, 3] on their device:
+    normalized, cut at `positions`, the whole resized to 224x224, as `make_views` makes them."""
+    tensor = normalize_pixels(pixels.permute(2, 0, 1))
     crops = torch.stack([tensor[:, top:top + CROP, left:left + CROP] for top, left in positions])
     return crops, global_view(tensor)
 
