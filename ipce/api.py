@@ -1,6 +1,7 @@
 """The Python API: `ipce.load_scorer(...)` and the `Scorer` it returns."""
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -17,6 +18,8 @@ from ipce.models.reward import RewardFn, view_scores
 from ipce.models.scale import ScoreScale, scale_of
 from ipce.utils.maps import QualityMap, render_quality_map  # noqa: F401  (ipce.api.render_quality_map)
 from ipce.utils.precision import PRECISIONS, autocast  # noqa: F401  (ipce.api.PRECISIONS stays importable)
+
+log = logging.getLogger(__name__)
 
 COMBINES = ("mean", "product")
 RUNTIMES = ("torch", "onnxruntime")  # onnxruntime: a folder of `ipce export --format onnx` (the onnx extra)
@@ -309,7 +312,7 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
 
 def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cpu", resize: int | None = None,
                 patches: int | None = None, combine: str = "mean",
-                prompt_prefix: str | None | Sequence[str | None] = None, precision: str = "fp32",
+                prompt_prefix: str | None | Sequence[str | None] = None, precision: str | None = None,
                 batch_size: int = 16, compile: bool = False, channels_last: bool = False,
                 weights: str | Path | None = None, runtime: str = "torch", attention: str = "mha",
                 compile_regional: bool = False, bf16_weights: bool = False) -> Scorer:
@@ -321,7 +324,9 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     (`ipce weights list`).
     `resize`/`patches` override what the checkpoints say (files without metadata: 512, 15).
     `prompt_prefix` ('generator' or None), one for all or one per checkpoint, overrides the
-    checkpoint's. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
+    checkpoint's. `precision` (fp32, bf16, fp16): None scores in the precision the checkpoints'
+    metrics were computed in (their `precision`; fp32 when they record none); one that differs
+    from it is used, with a warning. `combine` is 'mean' or 'product' (q1*q2/5, the NTIRE 2024 final entry).
     `compile` (torch.compile of both towers), `compile_regional` (of each residual block),
     `channels_last` and `attention` ('mha' or 'sdpa'): ipce.models.speed; none changes a score
     beyond float rounding. `bf16_weights`: the image towers' weights in bf16, texts in fp32
@@ -340,7 +345,7 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     from ipce.utils.device import resolve_device
 
     device = resolve_device(device)  # auto: cuda when available, else cpu
-    if runtime == "onnxruntime" and precision != "fp32":
+    if runtime == "onnxruntime" and precision not in (None, "fp32"):
         raise IpceError(f"--precision {precision}: the onnxruntime runtime scores in fp32; drop --precision")
     if runtime == "onnxruntime" and bf16_weights:
         raise IpceError("--bf16-weights: the onnxruntime runtime scores in fp32; drop --bf16-weights")
@@ -348,5 +353,23 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
     for member in members if runtime == "torch" else ():
         apply_speed_options(member.model, compile=compile, channels_last=channels_last, attention=attention,
                             compile_regional=compile_regional, bf16_weights=bf16_weights)
+    precision = scoring_precision(members, precision if runtime == "torch" else "fp32")
     return Scorer(members, combine=combine, device=device, precision=precision, batch_size=batch_size,
                   bf16_weights=bf16_weights)
+
+
+def scoring_precision(members: Sequence[Member], requested: str | None) -> str:
+    """`requested`, or (None) the precision the members' metrics were computed in; a warning when
+    the two differ, since scores then differ from the checkpoint's reported ones in the 3rd digit."""
+    recorded = {m.meta.get("precision") for m in members} - {None}
+    if requested is None:
+        if len(recorded) > 1:
+            log.warning("the checkpoints were evaluated in %s: scoring in fp32 (pass --precision to choose)",
+                        " and ".join(sorted(recorded)))
+            return "fp32"
+        return recorded.pop() if recorded else "fp32"
+    if recorded and recorded != {requested}:
+        log.warning("scoring in %s; the checkpoint's metrics were computed in %s, so scores differ slightly "
+                    "from them (--precision %s reproduces them)", requested, " and ".join(sorted(recorded)),
+                    " / ".join(sorted(recorded)))
+    return requested

@@ -97,10 +97,12 @@ def speed_options(args: argparse.Namespace) -> dict:
 
 
 def add_precision_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
-    """`--precision fp32|bf16|fp16`: evaluation precision (default fp32); `defaults=False` (ipce
-    train): default None, the config's fp32."""
+    """`--precision fp32|bf16|fp16`: evaluation precision (default None: the checkpoint's, see
+    ipce.api.load_scorer); `defaults=False` (ipce train): default None, the config's fp32."""
     if defaults:
-        p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="evaluation precision (default: fp32)")
+        p.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="evaluation precision (default: the one the checkpoint's metrics were computed in, "
+                            "as `ipce train --precision` recorded it; fp32 for a checkpoint without one)")
     else:
         p.add_argument("--precision", choices=PRECISIONS, default=None, help="training precision (default: fp32)")
 

@@ -95,7 +95,7 @@ def serve_command(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     lo, hi = scorer.scale
-    print(f"serving {', '.join(map(str, args.checkpoint))} on {device} ({args.precision}), scores on {lo:g}..{hi:g}: "
+    print(f"serving {', '.join(map(str, args.checkpoint))} on {device} ({scorer.precision}), scores on {lo:g}..{hi:g}: "
           f"http://{shown}:{port}/{' (API only)' if args.no_page else ''}, POST /api/score, GET /api/health, /docs"
           f"{', token required' if token else ''}; "
           "Ctrl+C stops", flush=True)

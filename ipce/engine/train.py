@@ -186,6 +186,7 @@ def checkpoint_meta(config: TrainConfig, model_config: dict, metrics: dict, epoc
         "train_patches": config.train_patches,
         "prompt_prefix": config.prompt_prefix if config.prompt_prefix != "none" else None,
         "training": config.to_dict(),
+        "precision": config.precision,  # what its metrics were computed in: scoring uses it by default
         "epoch": epoch,
         "metrics": metrics,
         "mos_range": list(scale_of(config.mos_range).range),  # the scale the model answers on
