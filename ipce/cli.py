@@ -8,7 +8,8 @@ from importlib import import_module
 
 from ipce.commands.flags import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_source_arguments, add_device_argument,
                                  add_group_by_argument, add_model_arguments, add_n_splits_argument,
-                                 add_preference_arguments, add_progress_argument, add_workers_argument,
+                                 add_preference_arguments, add_progress_argument, add_threads_argument,
+                                 add_workers_argument,
                                  exit_codes_epilog)
 from ipce.errors import IpceError
 
@@ -110,7 +111,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="the demo on human choices: pairs of images of one prompt labelled by a noisy rater, a "
                         "preference model trained on them, its held-out pairwise accuracy")
     add_device_argument(p)
-    add_workers_argument(p)
+    add_threads_argument(p, workers=True)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="bf16", help="training and scoring precision")
     add_progress_argument(p)
     p.set_defaults(run=_command("demo", "demo_command"))
@@ -215,9 +216,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, extra: list[str]) -> None:
+    """Unknown arguments, said by the subcommand's parser (its usage, not the top level's), with the
+    nearest flag of that subcommand for a mistyped one."""
+    import difflib
+
+    chosen = next((a.choices.get(command) for a in parser._actions
+                   if isinstance(a, argparse._SubParsersAction)), None) or parser
+    known = [s for action in chosen._actions for s in action.option_strings]
+    near = [difflib.get_close_matches(arg.split("=")[0], known, n=1) for arg in extra if arg.startswith("-")]
+    hint = "; ".join(f"did you mean {m[0]}?" for m in near if m)
+    chosen.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({hint})" if hint else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _refuse_unknown(parser, args.command, extra)
     if args.command is None:  # bare `ipce`: the help, as git and pip do
         parser.print_help()
         return EXIT_OK

@@ -52,5 +52,13 @@ def test_weights_are_found_in_the_cache(tmp_path, monkeypatch):
 
 
 def test_unknown_backbone_is_a_clear_error():
-    with pytest.raises(WeightsError, match="unknown backbone 'ViT-Q-99'"):
+    with pytest.raises(WeightsError, match="unknown checkpoint or backbone 'ViT-Q-99'"):
         model_config("ViT-Q-99")
+
+
+def test_a_mistyped_backbone_is_unknown_with_the_nearest_names_not_missing_weights(tmp_path, monkeypatch):
+    from ipce.models.backbone import load_backbone
+
+    monkeypatch.setenv("IPCE_WEIGHTS", str(tmp_path))  # no weight file anywhere: a missing one would be said first
+    with pytest.raises(WeightsError, match=r"unknown checkpoint or backbone 'ViT-B-23'.*nearest names: ViT-B-32"):
+        load_backbone("ViT-B-23")

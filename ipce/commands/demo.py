@@ -61,13 +61,15 @@ def preference_demo(args) -> int:
 
 
 def demo_command(args) -> int:
+    from ipce.commands.flags import use_cores
     from ipce.demo.run import QUICK_NOTE, run_demo
     from ipce.utils.io import write_json, write_text
 
     if getattr(args, "preferences", False):
         return preference_demo(args)
     out = Path(args.out)
-    result = run_demo(out, quick=args.quick, workers=args.workers, precision=args.precision,
+    workers = use_cores(args)  # torch threads and loader workers from the cores this process may use
+    result = run_demo(out, quick=args.quick, workers=workers, precision=args.precision,
                       device=getattr(args, "device", "auto"), progress=not getattr(args, "no_progress", False))
     summary = result.summary
     run_dir = Path(summary["run"])

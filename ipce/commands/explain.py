@@ -1,6 +1,7 @@
 """`ipce explain IMAGE ... --prompt TEXT --checkpoint CKPT --out DIR`: per image a quality map
 (<out>/<stem>.png: the image with every crop's score over it, a colour bar, the final score) and
-its grid (<out>/<stem>.csv: x, y, size, score in the original image's pixels)."""
+its grid (<out>/<stem>.csv: x, y, size, score in the original image's pixels). An unreadable image
+is named on stderr and the others explained: exit status 3, 1 when none could be read."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from ipce.commands.flags import EXIT_PARTIAL, add_model_arguments, scorer_from_args
+from ipce.commands.flags import add_model_arguments, check_prompt_and_checkpoints, partial_exit, scorer_from_args, use_cores
 from ipce.errors import IpceError
 
 
@@ -25,15 +26,17 @@ def add_explain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def explain_command(args: argparse.Namespace) -> int:
-    from ipce.engine.explain import explain_images
-
-    for image in args.images:
+    for image in args.images:  # the flags and files first: a mistake is said before torch and the model load
         if not Path(image).is_file():
             raise IpceError(f"{image}: no such image file")
     if args.batch_size < 1:
         raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
     if args.stride is not None and args.stride < 1:
         raise IpceError(f"--stride {args.stride}: must be at least 1")
+    check_prompt_and_checkpoints(args)
+    from ipce.engine.explain import explain_images
+
+    use_cores(args)
     scorer = scorer_from_args(args)
     scorer.prompts_for(args.prompt, 1)  # a prompt-aware checkpoint without --prompt: one line, before any work
     started = time.perf_counter()
@@ -46,4 +49,4 @@ def explain_command(args: argparse.Namespace) -> int:
     print(f"explained {len(done)} of {len(args.images)} images in {time.perf_counter() - started:.1f} s")
     for image, problem in errors:
         print(f"ipce: skipped {problem}", file=sys.stderr)
-    return EXIT_PARTIAL if errors else 0
+    return partial_exit(len(args.images), [problem for _, problem in errors])

@@ -153,9 +153,11 @@ def annotations_from_args(args: argparse.Namespace):
         return Annotations(records, rows=len(records)), f"{images} (prompt {args.prompt!r})"
     table = args.annotations if form == "--annotations" else args.prompts
     target_col = getattr(args, "target_col", None)
+    # a command without the --*-col flags (rank) reads the columns image,prompt by those names
+    hint = "" if hasattr(args, "image_col") else f"name the columns of {form} image and prompt"
     found = load_custom(table, images, image_col=getattr(args, "image_col", None) or "image",
                         prompt_col=getattr(args, "prompt_col", None) or "prompt", target_col=target_col or "mos",
-                        require_target=target_col is not None, duplicates=duplicates)
+                        require_target=target_col is not None, duplicates=duplicates, hint=hint)
     return found, f"{table} (images in {images})"
 
 
@@ -173,16 +175,29 @@ def records_from_args(args: argparse.Namespace):
 EXIT_OK = 0        # success
 EXIT_ERROR = 1     # a user error, one line on stderr (`ipce: error: ...`), or data a check found unusable
 EXIT_USAGE = 2     # a usage error found by argparse: unknown flag, missing or malformed value
-EXIT_PARTIAL = 3   # finished with partial results: predict wrote the scores of the images it could read
+EXIT_PARTIAL = 3   # finished with partial results: the images that could be read were scored, the others named
 EXIT_CODES = ((EXIT_OK, "success"),
-              (EXIT_ERROR, "error: a bad value, a missing file, an unknown preset (one line on stderr), or data "
-                           "that check-data / splits --from found unusable"),
+              (EXIT_ERROR, "error: a bad value, a missing file, an unknown preset (one line on stderr), data "
+                           "that check-data / splits --from found unusable, or no image that could be read"),
               (EXIT_USAGE, "usage error: unknown flag, missing or malformed value (argparse)"),
-              (EXIT_PARTIAL, "partial results: predict skipped unreadable images (listed in <out>.errors.csv)"))
+              (EXIT_PARTIAL, "partial results: score, predict, rank and explain scored the images they could read "
+                             "and named each of the others with its problem"))
 
 
 def exit_codes_epilog() -> str:
     return "exit status:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES)
+
+
+def partial_exit(total: int, failed: list[str], where: str = "") -> int:
+    """The one policy for unreadable images among good ones: EXIT_OK when none failed, EXIT_PARTIAL
+    when some did (the rest were scored; each was named), an IpceError when every one did.
+    `failed`: each bad image's problem; `where`: where they are listed (e.g. ", listed in x.csv")."""
+    if not failed:
+        return EXIT_OK
+    if len(failed) == total:
+        first = failed[0] if total == 1 else f"first: {failed[0]}"
+        raise IpceError(f"none of the {total} image(s) could be read{where}; {first}")
+    return EXIT_PARTIAL
 
 
 CHECKPOINT_TERMS = ("an ipce checkpoint, an original checkpoint (a file saved by the original authors' training "
@@ -257,6 +272,53 @@ def add_workers_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, d
                    help=WORKERS_HELP if defaults else f"{WORKERS_HELP} (default: 2)")
 
 
+THREADS_HELP = ("torch threads for the model on the CPU (default: the cores this process may use, from its "
+                "affinity, less the loader's workers; OMP_NUM_THREADS when set). On a machine shared with other "
+                "jobs give your share, e.g. --threads 1")
+
+
+def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, workers: bool = False,
+                         threads: bool = True) -> None:
+    """`--threads N` (THREADS_HELP; unless `threads` is False); with `workers`, also `--workers N`
+    defaulting to a split of the usable cores (ipce.utils.threads.split_cores) instead of a fixed 2."""
+    if threads:
+        p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
+    if workers:
+        p.add_argument("--workers", type=int, default=None, metavar="N",
+                       help=f"{WORKERS_HELP} (default: 2, 1 on two or three usable cores, 0 on one)")
+
+
+def check_prompt_and_checkpoints(args: argparse.Namespace) -> None:
+    """Refuse, before anything heavy is imported, an empty --prompt (as the JSON API does) and a
+    --checkpoint that names a file (a path or a file suffix) that does not exist."""
+    from pathlib import Path
+
+    prompt = getattr(args, "prompt", None)
+    if prompt is not None and not prompt.strip():
+        raise IpceError("--prompt: empty; give the prompt the images were generated from (a prompt-free "
+                        "checkpoint needs no --prompt)")
+    given = getattr(args, "checkpoint", None)
+    for checkpoint in [given] if isinstance(given, str) else given or []:
+        path = Path(checkpoint)
+        if not path.exists() and (path.suffix or "/" in checkpoint or "\\" in checkpoint):
+            raise IpceError(f"{checkpoint}: no such checkpoint; check --checkpoint")
+
+
+def use_cores(args: argparse.Namespace) -> int:
+    """Check --threads/--workers, set torch's threads and return the loader's workers: each as
+    given, else split from the cores this process may use (ipce.utils.threads)."""
+    from ipce.utils.threads import set_torch_threads, split_cores
+
+    threads, workers = getattr(args, "threads", None), getattr(args, "workers", None)
+    if threads is not None and threads < 1:
+        raise IpceError(f"--threads {threads}: must be at least 1")
+    if workers is not None and workers < 0:
+        raise IpceError(f"--workers {workers}: must be 0 or more")
+    workers = split_cores(threads, workers)[1]
+    set_torch_threads(threads, workers)
+    return workers
+
+
 def add_progress_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
     """`--no-progress`, for every command that shows a bar; `defaults=False` (ipce train): None when not given."""
     p.add_argument("--no-progress", action="store_true", default=False if defaults else None, help=PROGRESS_HELP)
@@ -292,7 +354,7 @@ def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, pr
     """The model flags of every command that builds a scorer (`scorer_from_args`): --checkpoint
     (repeat to ensemble), --weights, --resize, --patches, --combine, --prompt-prefix, --device,
     --precision, the speed flags (--compile, --compile-regional, --channels-last, --attention,
-    --bf16-weights) and, for a command that shows a bar (`progress`), --no-progress."""
+    --bf16-weights), --threads and, for a command that shows a bar (`progress`), --no-progress."""
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help=f"{CHECKPOINT_TERMS}; repeat to ensemble. Scores come on the scale the models were "
                         "trained on (0..5, or their --mos-range)")
@@ -304,6 +366,7 @@ def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, pr
     add_device_argument(p)
     add_precision_argument(p)
     add_speed_arguments(p, scoring=True)
+    add_threads_argument(p)
     if progress:
         add_progress_argument(p)
 

@@ -18,7 +18,8 @@ distinct image of the file is scored once (a row per image) and the preference m
 `--out DIR` gets output.txt, readme.txt and submission.zip (see ipce.engine.submission).
 
 Unreadable images are skipped and listed in `<out stem>.errors.csv` (`path,problem`); the
-exit status is 3 (EXIT_PARTIAL, partial results) when any was skipped. A submission needs every
+exit status is 3 (EXIT_PARTIAL, partial results) when any was skipped, 1 when none could be read
+(ipce.commands.flags.partial_exit: the policy of every command that scores images). A submission needs every
 image: it is refused (exit 1).
 
 Rows stream to `<out>.parts/` as batches finish, beside the run's settings `<out>.ipce.json`
@@ -38,8 +39,9 @@ import sys
 from pathlib import Path
 
 from ipce.commands.flags import (EXIT_PARTIAL, add_data_source_arguments, add_model_arguments,
-                                 add_preference_arguments, add_prompt_source_arguments, add_workers_argument,
-                                 records_from_args, scorer_from_args)
+                                 add_preference_arguments, add_prompt_source_arguments, add_threads_argument,
+                                 check_prompt_and_checkpoints, partial_exit, records_from_args, scorer_from_args,
+                                 use_cores)
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
@@ -52,7 +54,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The models of `ipce predict` (the model flags) and how to run them."""
     add_model_arguments(p)
     p.add_argument("--batch-size", type=int, default=16, help="images per batch (default: 16)")
-    add_workers_argument(p)
+    add_threads_argument(p, workers=True, threads=False)  # --threads: a model flag
 
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
@@ -78,10 +80,6 @@ def _validate(args) -> None:
 
     # ViewConfig holds the --resize/--patches check; building one here fails before any record is read
     ViewConfig(**{k: v for k, v in (("resize", args.resize), ("patches", args.patches)) if v is not None})
-    if args.batch_size < 1:
-        raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
-    if args.workers < 0:
-        raise IpceError(f"--workers {args.workers}: must be 0 or more")
 
 
 def _write_errors(path: Path, errors: list[tuple[str, str]]) -> None:
@@ -205,9 +203,19 @@ def predict_command(args: argparse.Namespace) -> int:
     # one run per output: rank 0 holds <out>.lock until the end; a second run (not a rank of this
     # one) is refused at once. The OS drops the lock when the holder dies, however it dies.
     with hold_lock(paths[0], f"--out {args.out or paths[0]}") if is_main() else contextlib.nullcontext():
-        _validate(args)
+        if args.batch_size < 1:  # the flags and files first: a mistake is said before torch and the model load
+            raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
+        check_prompt_and_checkpoints(args)
         records, source, preferences = _read_records(args)
-        return _run(args, records, source, paths, preferences)
+        _validate(args)
+        try:
+            return _run(args, records, source, paths, preferences)
+        except KeyboardInterrupt:
+            if not is_main():
+                raise
+            print(f"ipce: interrupted; the rows scored so far are kept in {paths[0].name}.parts/: the same command "
+                  "with --resume continues from there", file=sys.stderr)
+            return 130
 
 
 def _read_records(args):
@@ -238,6 +246,7 @@ def _run(args, records, source, paths, preferences=None) -> int:
     rank, world, _ = dist_info()
     main = rank == 0
     csv_path, errors_path, plot_path, folder = paths
+    args = argparse.Namespace(**{**vars(args), "workers": use_cores(args)})  # torch threads set beside them
     device = setup_distributed(args.device)  # under torchrun: this rank's GPU, or the CPU with gloo
     scorer = scorer_from_args(args, device=device)
     check_generators(scorer, records)
@@ -253,6 +262,8 @@ def _run(args, records, source, paths, preferences=None) -> int:
         if main:
             print(f"nothing left to score: {csv_path} is complete ({plan.complete.get('scored', 0)} scored, "
                   f"{unreadable} unreadable" + (f", listed in {errors_path}" if unreadable else "") + ")")
+        if unreadable and not plan.complete.get("scored", 0):
+            raise IpceError(f"none of the {unreadable} image(s) could be read, listed in {errors_path}")
         return EXIT_SKIPPED if unreadable and world == 1 else 0
     if main:
         _print_start(args, scorer, records, source, device, world, plan, store)
@@ -345,4 +356,4 @@ def _finish(args, scorer, records, store, settings, plan, counts, paths, prefere
                                  runtime_per_image=seconds / max(done, 1), cpu=scorer.device.type == "cpu",
                                  description=describe_scorer(scorer, args.checkpoint))
         print(f"wrote {paths['output']}, {paths['readme']} and {paths['zip']}")
-    return EXIT_SKIPPED if errors else 0
+    return partial_exit(len(records), [problem for _, problem in errors], f", listed in {errors_path}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ipce.commands.flags import EXIT_ERROR, EXIT_OK, train_overrides
+from ipce.commands.flags import EXIT_ERROR, EXIT_OK, train_overrides, use_cores
 
 # the flags of `ipce train` that `ipce reproduce` sets itself, per row or for the whole table
 LEFT_OUT = ("--preferences", "--preset", "--target", "--annotations", "--images", "--image-col", "--prompt-col",
@@ -63,6 +63,7 @@ def reproduce_command(args: argparse.Namespace) -> int:
                              only_splits=tuple(args.only_splits), out=args.out, resume=args.resume,
                              estimate_only=args.estimate_only, warmup_steps=max(1, args.warmup_steps),
                              overrides=overrides)
+    use_cores(argparse.Namespace(threads=args.threads, workers=2 if args.workers is None else args.workers))
     table = run(config)
     failed = [r["row"] for r in table.get("rows", []) if r["status"] == "failed"]
     if failed:

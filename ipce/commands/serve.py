@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from ipce.commands.flags import add_model_arguments, resolve_device, scorer_from_args
+from ipce.commands.flags import add_model_arguments, resolve_device, scorer_from_args, use_cores
 from ipce.errors import IpceError
 
 EXTRA = 'pip install "ipce[serve]"'
@@ -81,6 +81,7 @@ def serve_command(args: argparse.Namespace) -> int:
     sock = listen(args.host, args.port)  # before the model loads: a busy port fails at once
     try:
         device = resolve_device(args.device)
+        use_cores(args)
         scorer = scorer_from_args(args, device=device)
         app = build_app(scorer, args.checkpoint, max_upload_bytes=int(args.max_upload_mb * 2**20),
                         max_wait=args.max_wait_ms / 1000, page=not args.no_page)

@@ -9,7 +9,7 @@ from ipce.commands.flags import (DATA_SOURCE_FLAGS, add_data_source_arguments, a
                                  add_group_by_argument, add_n_splits_argument, add_precision_argument,
                                  add_preference_arguments,
                                  add_progress_argument, add_speed_arguments, add_weights_argument,
-                                 add_workers_argument, train_overrides)
+                                 add_threads_argument, add_workers_argument, train_overrides, use_cores)
 from ipce.config import SPEED_FIELDS, TrainConfig, load_presets, make_config, preset_names
 
 
@@ -136,6 +136,7 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
     run = p.add_argument_group("running")
     add_device_argument(run, defaults=False)
     add_workers_argument(run, defaults=False)
+    add_threads_argument(run)
     if "--out" not in leave_out:
         run.add_argument("--out", help="run folder (default: runs/<preset>-<time>)")
     if "--resume" not in leave_out:
@@ -179,6 +180,8 @@ def config_from_args(args: argparse.Namespace):
 def train_command(args: argparse.Namespace) -> int:
     from ipce.engine.train import run
 
-    run(config_from_args(args))
+    config = config_from_args(args)
+    use_cores(argparse.Namespace(threads=args.threads, workers=config.workers))  # torch threads beside the workers
+    run(config)
     return 0
 

@@ -537,10 +537,11 @@ def load_dataset(preset: str, data_root="data", subset: str = "train", target: s
 
 
 def load_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",
-                require_target: bool = True, duplicates: str = "keep") -> Annotations:
+                require_target: bool = True, duplicates: str = "keep", hint: str = "") -> Annotations:
     """Any CSV/XLSX with a header row, read like `load_dataset`. Image names are relative to `images`
     (absolute ones are kept). With `require_target=False` a missing target column gives targets of None;
-    the generator is the base name up to its first "_" (None without one)."""
+    the generator is the base name up to its first "_" (None without one). `hint`: the fix a missing
+    column's message gives (default: rename it or choose it with the matching --*-col flag)."""
     path = Path(annotations)
     folder = Path(images)
     if not path.is_file():
@@ -549,7 +550,7 @@ def load_custom(annotations, images, image_col: str = "image", prompt_col: str =
     if not folder.is_dir():
         raise DataError(f"{folder}: images folder not found; check --images", kind="missing-file", path=folder)
     return _read_header_table(path, folder, image_col, prompt_col, target_col, require_target=require_target,
-                              duplicates=duplicates)
+                              duplicates=duplicates, hint=hint)
 
 
 def read_dataset(preset: str, data_root="data", subset: str = "train", target: str | None = None,

@@ -340,6 +340,9 @@ def run(rc: ReproduceConfig) -> dict:
     for p in plans:
         if p.reason:
             print(f"{p.status} {p.row}: {p.reason}")
+    if not any(p.config is not None for p in plans):
+        raise IpceError(f"none of the {len(plans)} rows can run (each is listed above with why); put the datasets "
+                        "under --data-root (data/README.md) or choose rows whose data is there (--rows)")
     if not rc.estimate_only and not rc.resume:  # from here on, --resume continues this reproduction
         write_json(out / "reproduce.json", {**rc.to_dict(), "resume": False, "estimate_only": False}, fsync=True)
     if rc.resume and not rc.estimate_only:

@@ -46,8 +46,13 @@ def model_config(name: str) -> dict:
 
     cfg = open_clip.get_model_config(name)
     if cfg is None:
+        import difflib
+
         known = sorted(TINY_CONFIGS) + sorted(OPENAI_WEIGHTS)
-        raise WeightsError(f"unknown backbone '{name}': use one of {', '.join(known)} or another open_clip model name")
+        near = difflib.get_close_matches(name, known + open_clip.list_models(), n=3, cutoff=0.6)
+        nearest = f"; nearest names: {', '.join(dict.fromkeys(near))}" if near else ""
+        raise WeightsError(f"unknown checkpoint or backbone '{name}': no such file, and no backbone of that name"
+                           f"{nearest} (known here: {', '.join(known)}, or another open_clip model name)")
     cfg = copy.deepcopy(cfg)
     cfg.pop("custom_text", None)
     return cfg
@@ -199,8 +204,8 @@ def load_backbone(name: str, weights: str | Path | None = None) -> tuple[torch.n
     if random and not weights:
         torch_config = model_config(base)
         return build_clip(torch_config, quick_gelu=True), torch_config, f"{base} (random weights)"
+    config = model_config(base)  # an unknown name (a typo) is said as such before any weight file is looked for
     path = Path(weights) if weights else find_weights(name)
     state = read_state_dict(path)
-    config = model_config(base)
     model, config = clip_from_state_dict(state, config, quick_gelu=True, source=path)
     return model, config, f"{base} ({path})"

@@ -3,7 +3,9 @@
 
 Uploads are decoded from the request's bytes with the checks every ipce image gets
 (ipce.datasets.images.decode_rgb: not an image, truncated, decompression bomb, ...); no path named by a
-request is ever read. Every bad request is a 4xx with `{"error": "<one line>"}`, and one line per
+request is ever read. An image that cannot be read among good ones is named in the answer's
+`failed` (with why) and the rest scored (`partial: true`, status 200); a request none of whose images
+can be read, and every other bad request, is a 4xx with `{"error": "<one line>"}`. One line per
 request is logged (logger `ipce.serve`): method, path, status, images, milliseconds."""
 from __future__ import annotations
 
@@ -56,6 +58,21 @@ def decode_upload(upload: Upload) -> Image.Image:
         return decode_rgb(upload.data, upload.label)
     except DataError as exc:
         raise RequestError(422, exc.message) from None
+
+
+def decode_uploads(uploads: list[Upload]) -> tuple[dict[int, Image.Image], list[dict]]:
+    """({index: RGB image} of the uploads that decode, [{"index", "name", "error"}] of the others):
+    a bad image among good ones is named and the rest scored; a RequestError (422) naming each when
+    none decodes."""
+    images, failed = {}, []
+    for i, upload in enumerate(uploads):
+        try:
+            images[i] = decode_upload(upload)
+        except RequestError as exc:
+            failed.append({"index": i, "name": upload.name or upload.label, "error": exc.message})
+    if not images:
+        raise RequestError(422, "; ".join(f["error"] for f in failed))
+    return images, failed
 
 
 # ----------------------------------------------------------------------------- reading a request
@@ -228,7 +245,9 @@ def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.00
         return {**health(scorer, checkpoints), "auth": request.scope.get("ipce.auth", False)}  # ipce.serve.auth
 
     @app.post("/api/score", summary="score images against their prompt", openapi_extra={"requestBody": SCORE_BODY},
-              responses={200: {"description": '{"scores": [...]}, in request order'},
+              responses={200: {"description": '{"scores": [...], "partial": false, "failed": []}: scores in '
+                                               'request order; an image that cannot be read has null, and '
+                                               '"partial": true with {"index", "name", "error"} in "failed"'},
                          "4XX": {"description": '{"error": "<one line>"}'}})
     async def post_score(request: Request):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -241,17 +260,19 @@ def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.00
         else:
             uploads, prompts = await _form_request(request, body, max_upload_bytes, scorer.needs_prompt)
         request.scope.get("ipce.log", {})["images"] = len(uploads)
-        def submit():  # in a worker thread: decoding and making views overlap the batch being scored
-            images = [decode_upload(u) for u in uploads]  # every upload checked before any is queued
-            return [batcher.score(im, p, generator_of(u.name) if u.name else None)
-                    for im, p, u in zip(images, prompts, uploads)]
 
-        futures = await run_in_threadpool(submit)
+        def submit():  # in a worker thread: decoding and making views overlap the batch being scored
+            images, failed = decode_uploads(uploads)  # every upload checked before any is queued
+            return failed, {i: batcher.score(im, prompts[i], generator_of(uploads[i].name) if uploads[i].name else None)
+                            for i, im in images.items()}
+
+        failed, futures = await run_in_threadpool(submit)
         try:
-            scores = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            scored = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()))
         except IpceError as exc:  # e.g. a generator-prefixed model and a file name without a generator
             raise RequestError(400, str(exc)) from None
-        return {"scores": scores}
+        by_index = dict(zip(futures, scored))
+        return {"scores": [by_index.get(i) for i in range(len(uploads))], "partial": bool(failed), "failed": failed}
 
     if page:
         from ipce.serve.page import mount_page

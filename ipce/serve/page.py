@@ -37,32 +37,44 @@ def _decoded(files) -> tuple[list, list[str], list[str]]:
     return images, names, problems
 
 
+def score_files(batcher, files, prompt) -> tuple:
+    """The page's Score button: (message, table rows, gallery, choice update, state, map) for the
+    uploaded `files` (paths) and `prompt`. A file that cannot be read is named in the message and
+    the others scored (the message says the result is partial); none readable: the message names each."""
+    scorer = batcher.scorer
+    lo, hi = scorer.scale
+    images, names, problems = _decoded(files)
+    empty = (gr.update(value=[]), [], gr.update(choices=[], value=None), None, None)
+    if not files:
+        return ("Upload one or more images.", *empty)
+    if scorer.needs_prompt and not (prompt or "").strip():
+        return ("Type the prompt the images were generated from.", *empty)
+    if not images:
+        return ("\n\n".join([f"None of the {len(problems)} image(s) could be read."]
+                             + [f"**Not scored:** {p}" for p in problems]), *empty)
+    try:
+        generators = [generator_of(n) for n in names]  # read only by a '{generator} {prompt}' model
+        ranked = batcher.call(lambda: scorer.rank(images, prompt or None, generators)).result()
+    except Exception as exc:  # shown, not raised: the page stays usable
+        return (f"**Error:** {' '.join(str(exc).split())}", *empty)
+    rows = [[r.rank, names[r.index], f"{r.score:.4f}"] for r in ranked]
+    gallery = [(r.image, f"{r.rank}. {names[r.index]}: {r.score:.4f}") for r in ranked]
+    partial = f" Partial result: {len(problems)} could not be read." if problems else ""
+    lines = [f"Scored {len(images)} of {len(images) + len(problems)} image(s) against the prompt, on "
+             f"{lo:g}..{hi:g}; best first.{partial}"]
+    lines += [f"**Not scored:** {p}" for p in problems]
+    best = names[ranked[0].index]
+    state = {"images": dict(zip(names, images)), "prompt": prompt}
+    return ("\n\n".join(lines), rows, gallery, gr.update(choices=[names[r.index] for r in ranked], value=best),
+            state, None)
+
+
 def build_page(batcher) -> gr.Blocks:
     scorer = batcher.scorer
     lo, hi = scorer.scale
 
     def score(files, prompt):
-        images, names, problems = _decoded(files)
-        empty = (gr.update(value=[]), [], gr.update(choices=[], value=None), None, None)
-        if not files:
-            return ("Upload one or more images.", *empty)
-        if scorer.needs_prompt and not (prompt or "").strip():
-            return ("Type the prompt the images were generated from.", *empty)
-        if not images:
-            return ("\n\n".join(f"**Not scored:** {p}" for p in problems), *empty)
-        try:
-            generators = [generator_of(n) for n in names]  # read only by a '{generator} {prompt}' model
-            ranked = batcher.call(lambda: scorer.rank(images, prompt or None, generators)).result()
-        except Exception as exc:  # shown, not raised: the page stays usable
-            return (f"**Error:** {' '.join(str(exc).split())}", *empty)
-        rows = [[r.rank, names[r.index], f"{r.score:.4f}"] for r in ranked]
-        gallery = [(r.image, f"{r.rank}. {names[r.index]}: {r.score:.4f}") for r in ranked]
-        lines = [f"Scored {len(images)} image(s) against the prompt, on {lo:g}..{hi:g}; best first."]
-        lines += [f"**Not scored:** {p}" for p in problems]
-        best = names[ranked[0].index]
-        state = {"images": dict(zip(names, images)), "prompt": prompt}
-        return ("\n\n".join(lines), rows, gallery, gr.update(choices=[names[r.index] for r in ranked], value=best),
-                state, None)
+        return score_files(batcher, files, prompt)
 
     def quality_map(choice, state):
         if not state or choice not in state["images"]:
