@@ -149,7 +149,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
         "serve a web page and a JSON API that score uploaded images (needs ipce[serve])",
         "Load the scorer once and serve, from one process, a web page (upload images, type the prompt, see scores, "
         "ranking and quality maps) and a JSON API: POST /api/score, GET /api/health, OpenAPI docs at /docs. "
-        "Requests are scored in shared batches. Needs pip install \"ipce[serve]\".")
+        "Requests are scored in shared batches. Needs the serve extra: pip install -e \".[serve]\" in a clone.")
 
 
 def _add_reproduce(sub: argparse._SubParsersAction) -> None:

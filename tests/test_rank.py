@@ -120,3 +120,29 @@ def test_rank_passes_generators_to_a_generator_prefixed_model(checkpoint):
     assert [r.score for r in ranked] == sorted(scores, reverse=True)
     with pytest.raises(IpceError, match="generator"):
         scorer.rank(images, "a red car")
+
+
+def test_the_contact_sheet_names_each_file_under_its_thumbnail(checkpoint, tmp_path, monkeypatch):
+    import ipce.utils.sheet as sheet_module
+
+    drawn = []
+    real = sheet_module.contact_sheet
+
+    def recording(rows, path):  # the real sheet is drawn; its captions are kept to read back
+        drawn.append(rows)
+        return real(rows, path)
+
+    monkeypatch.setattr(sheet_module, "contact_sheet", recording)
+    save_images(tmp_path / "imgs", 3)
+    (tmp_path / "imgs" / "a_candidate_with_a_very_long_file_name_0042.png").write_bytes(
+        (tmp_path / "imgs" / "gen_0.png").read_bytes())
+    out = tmp_path / "ranked.csv"
+    assert main(["rank", "--checkpoint", str(checkpoint), "--images", str(tmp_path / "imgs"), "--prompt", "a red car",
+                 "--out", str(out), "--sheet", str(tmp_path / "s.png"), "--no-progress", *FAST]) == 0
+    rows = read_rows(out)
+    captions = [caption for _, items in drawn[0] for _, caption in items]
+    assert [c.splitlines()[0] for c in captions] == [f"#{r['rank']}  {float(r['score']):.2f}" for r in rows]
+    names = [c.splitlines()[1] for c in captions]
+    assert names[[r["image"] for r in rows].index("gen_1.png")] == "gen_1.png"
+    long = names[[r["image"] for r in rows].index("a_candidate_with_a_very_long_file_name_0042.png")]
+    assert long.startswith("a_candidat") and long.endswith("0042.png") and "..." in long and len(long) <= 22

@@ -105,6 +105,15 @@ def test_health_names_model_device_precision_scale(client, checkpoint):
     assert client.get("/docs").status_code == 200
 
 
+def test_docs_page_loads_its_swagger_ui_from_the_server_not_the_web(client):
+    html = client.get("/docs").text
+    assert "/docs-assets/swagger-ui-bundle.js" in html and "/docs-assets/swagger-ui.css" in html
+    assert "http://" not in html and "https://" not in html  # nothing from a CDN: /docs works offline
+    bundle = client.get("/docs-assets/swagger-ui-bundle.js")
+    assert bundle.status_code == 200 and "SwaggerUIBundle" in bundle.text
+    assert client.get("/docs-assets/swagger-ui.css").status_code == 200
+
+
 def _noise_png(side: int) -> bytes:
     import numpy as np
 
@@ -340,7 +349,7 @@ def test_serve_without_the_extra_is_one_line_naming_it(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "gradio", None)  # an import of gradio now fails, as when it is not installed
     assert main(["serve", "--checkpoint", "tiny"]) == 1
     err = capsys.readouterr().err
-    assert 'pip install "ipce[serve]"' in err and "gradio" in err and err.count("\n") == 1
+    assert 'pip install -e ".[serve]"' in err and 'pip install "ipce[serve]"' in err and "gradio" in err and err.count("\n") == 1
 
 
 def test_busy_port_is_one_line_error(capsys):

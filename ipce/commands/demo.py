@@ -86,5 +86,8 @@ def demo_command(args) -> int:
         print(QUICK_NOTE)
     print(f"plots: {run_dir / 'split1' / 'scatter.png'}, {run_dir / 'split1' / 'learning_curves.png'}")
     print(f"a quality map: {summary['quality_map']}; a best-of-5 contact sheet: {summary['contact_sheet']}")
-    print(f"score your own: ipce score IMAGE --prompt TEXT --checkpoint {run_dir / 'split1' / 'best.safetensors'}")
+    best = run_dir / "split1" / "best.safetensors"
+    print(f"this model knows only the demo's world (coloured shapes on plain backgrounds), so it scores only such "
+          f"pictures, e.g. ipce score {summary['map_image']} --prompt \"{summary['map_prompt']}\" --checkpoint {best}; "
+          "for your own images train on real data (ipce train) or score with a zero-shot CLIP (--checkpoint ViT-B-32)")
     return 0

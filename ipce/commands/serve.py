@@ -13,7 +13,7 @@ import sys
 from ipce.commands.flags import add_model_arguments, resolve_device, scorer_from_args, use_cores
 from ipce.errors import IpceError
 
-EXTRA = 'pip install "ipce[serve]"'
+EXTRA = 'pip install -e ".[serve]" in the ipce clone (pip install "ipce[serve]" where ipce came from an index)'
 DEFAULT_MAX_UPLOAD_MB = 32
 
 

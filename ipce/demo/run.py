@@ -163,10 +163,10 @@ def defect_effects(defects: list[str], mos: list[float], scores: list[float]) ->
 
 def demo_pictures(scorer, out: Path, seed: int = 0) -> dict:
     """The two pictures of the README, from `scorer` (the demo's model) on freshly drawn pictures:
-    a quality map (`ipce explain`'s) of a picture of three stars whose left half carries noise, and a
+    a quality map (`ipce explain`'s) of a picture of three stars whose left half is blurred, and a
     contact sheet (`ipce rank --sheet`'s) of three prompts, each with five candidates: clean,
     blurred, noisy, low-contrast, and one drawn with another colour than its prompt says.
-    Returns {"quality_map": png, "contact_sheet": png}."""
+    Returns {"quality_map": png, "contact_sheet": png, "map_image": the mapped picture, "map_prompt": its prompt}."""
     from ipce.datasets.sources import Record, generator_of
     from ipce.demo.synthetic import alter_attrs, degrade, make_prompt, prompt_text, render
     from ipce.engine.rank import rank_records, ranking_sheet
@@ -200,13 +200,14 @@ def demo_pictures(scorer, out: Path, seed: int = 0) -> dict:
     picture = render(attrs, (640, 360), rng)
     half = picture.crop((0, 0, 320, 360))
     picture.paste(degrade(half, "blur", 0.9, rng)[0], (0, 0))
-    picture.save(folder / "half_noisy.png")
-    qmap = scorer.explain(folder / "half_noisy.png", prompt)
-    write_csv(folder / "half_noisy.csv", ["x", "y", "size", "score"], qmap.rows())
+    picture.save(folder / "half_blurred.png")
+    qmap = scorer.explain(folder / "half_blurred.png", prompt)
+    write_csv(folder / "half_blurred.csv", ["x", "y", "size", "score"], qmap.rows())
     quality_map = out / "quality_map.png"
     with atomic_file(quality_map) as tmp:
         render_quality_map(picture, qmap).save(tmp, format="PNG")
-    return {"quality_map": str(quality_map), "contact_sheet": str(sheet)}
+    return {"quality_map": str(quality_map), "contact_sheet": str(sheet),
+            "map_image": str(folder / "half_blurred.png"), "map_prompt": prompt}
 
 
 @dataclass

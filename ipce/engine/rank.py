@@ -39,13 +39,21 @@ def rank_records(scorer, records, top: int | None = None, progress: bool = True)
 
 
 def ranking_sheet(rows: list[RankedRow], path, columns: int = 10) -> None:
-    """A contact sheet: per prompt a row of its first `columns` images in rank order, score under each."""
+    """A contact sheet: per prompt a row of its first `columns` images in rank order, the rank, score
+    and file name under each."""
     from ipce.datasets.images import open_rgb
     from ipce.utils.sheet import contact_sheet
 
     by_prompt: dict[str, list[RankedRow]] = {}
     for row in rows:
         by_prompt.setdefault(row.record.prompt, []).append(row)
-    sheet = [(prompt or "(no prompt)", [(open_rgb(r.record.image), f"#{r.rank}  {r.score:.2f}") for r in ranked[:columns]])
+    sheet = [(prompt or "(no prompt)", [(open_rgb(r.record.image), f"#{r.rank}  {r.score:.2f}\n{_short(r.record.name)}")
+                                        for r in ranked[:columns]])
              for prompt, ranked in by_prompt.items()]
     contact_sheet(sheet, path)
+
+
+def _short(name: str, width: int = 22) -> str:
+    """A file name cut in the middle to fit under a thumbnail."""
+    name = str(name).rsplit("/", 1)[-1]
+    return name if len(name) <= width else f"{name[:width // 2 - 1]}...{name[-(width // 2 - 2):]}"

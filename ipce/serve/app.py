@@ -17,6 +17,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -224,11 +225,44 @@ def health(scorer, checkpoints) -> dict:
             "batch_size": scorer.batch_size}
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def swagger_assets() -> Path | None:
+    """The Swagger UI files the swagger-ui-py package ships (in the serve extra), or None without it."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    static = Path(spec.submodule_search_locations[0]) / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
+def add_offline_docs(app: FastAPI, assets: Path) -> None:
+    """`/docs` from local files (FastAPI's self-hosted docs): the page works without internet."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title=f"{app.title}: API",
+                                   swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                                   swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                                   swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
+
+
 def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.005, page: bool = True) -> FastAPI:
     """The API (and the page, unless `page=False`) over `scorer`, refusing request bodies (and page uploads)
     over `max_upload_bytes`; `app.state.batcher` owns the scorer."""
+    assets = swagger_assets()
     app = FastAPI(title="ipce", version="1", description="AIGC image quality by image-prompt correspondence: "
-                  "scores of images against the prompt they were generated from, on the model's scale.")
+                  "scores of images against the prompt they were generated from, on the model's scale.",
+                  docs_url=None if assets else "/docs")
+    if assets:
+        add_offline_docs(app, assets)
     batcher = Batcher(scorer, max_wait=max_wait)
     app.state.batcher = batcher
 

@@ -104,7 +104,9 @@ def build_page(batcher) -> gr.Blocks:
                                      elem_id="ranked")
                 choice = gr.Dropdown(label="Quality map of", choices=[], elem_id="choice")
                 show = gr.Button("Show quality map", elem_id="show-map")
-                qmap = gr.Image(label="Quality map: each 224 px crop's score", type="pil", elem_id="map")
+                # the picture carries its own title (the score) at its top: Gradio's label would cover it
+                gr.Markdown("**Quality map**: each 224 px crop's score", elem_id="map-title")
+                qmap = gr.Image(show_label=False, type="pil", elem_id="map")
         state = gr.State()
         button.click(score, [files, prompt], [message, table, gallery, choice, state, qmap])
         show.click(quality_map, [choice, state], qmap)
