@@ -27,7 +27,9 @@ def _unusable(err: DataError, report_path) -> int:
 
 
 def _workers(args) -> int:
-    workers = 2 if getattr(args, "workers", None) is None else args.workers  # 0: decode in this process
+    from ipce.utils.threads import split_cores
+
+    workers = split_cores(None, getattr(args, "workers", None))[1]  # 0: decode in this process
     if workers < 0:
         raise IpceError(f"--workers {workers}: must be 0 or more")
     return workers

@@ -207,6 +207,7 @@ CHECKPOINT_TERMS = ("an ipce checkpoint, an original checkpoint (a file saved by
 DEVICE_HELP = "auto (cuda when available, else cpu), cpu, cuda or cuda:N"
 WORKERS_HELP = ("parallel image decoders, 0 for none (processes when loading batches; threads when checking "
                 "images, which measured faster there)")
+WORKERS_DEFAULT = "2, 1 where two or three cores are usable, 0 on one (ipce.utils.threads.split_cores)"
 PROGRESS_HELP = "no progress bars"
 GROUP_BY_CHOICES = ("prompt", "generator")
 GROUP_BY_HELP = ("keep all records with the same prompt (or generator) on one side of every split (default: none, "
@@ -267,9 +268,9 @@ def add_device_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, de
 
 
 def add_workers_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
-    """`--workers N`, the one meaning everywhere (WORKERS_HELP)."""
-    p.add_argument("--workers", type=int, default=2 if defaults else None, metavar="N",
-                   help=WORKERS_HELP if defaults else f"{WORKERS_HELP} (default: 2)")
+    """`--workers N`, the one meaning everywhere (WORKERS_HELP); None when not given: the split of
+    the usable cores (WORKERS_DEFAULT), or with `defaults=False` (ipce train --resume) the saved value."""
+    p.add_argument("--workers", type=int, default=None, metavar="N", help=f"{WORKERS_HELP} (default: {WORKERS_DEFAULT})")
 
 
 THREADS_HELP = ("torch threads for the model on the CPU (default: the cores this process may use, from its "
@@ -279,13 +280,11 @@ THREADS_HELP = ("torch threads for the model on the CPU (default: the cores this
 
 def add_threads_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, workers: bool = False,
                          threads: bool = True) -> None:
-    """`--threads N` (THREADS_HELP; unless `threads` is False); with `workers`, also `--workers N`
-    defaulting to a split of the usable cores (ipce.utils.threads.split_cores) instead of a fixed 2."""
+    """`--threads N` (THREADS_HELP; unless `threads` is False); with `workers`, also `--workers N`."""
     if threads:
         p.add_argument("--threads", type=int, default=None, metavar="N", help=THREADS_HELP)
     if workers:
-        p.add_argument("--workers", type=int, default=None, metavar="N",
-                       help=f"{WORKERS_HELP} (default: 2, 1 on two or three usable cores, 0 on one)")
+        add_workers_argument(p)
 
 
 def check_prompt_and_checkpoints(args: argparse.Namespace) -> None:

@@ -55,15 +55,17 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
 
 def reproduce_command(args: argparse.Namespace) -> int:
     from ipce.engine.reproduce import ReproduceConfig, parse_rows, run
+    from ipce.utils.threads import split_cores
 
     # --splits, --protocol, --out and --resume are the reproduction's own, not the rows' settings
     overrides = {k: v for k, v in train_overrides(args).items()
                  if v is not None and k not in ("splits", "protocol", "out", "resume")}
+    overrides.setdefault("workers", split_cores(args.threads, None)[1])  # not given: the split of the usable cores
     config = ReproduceConfig(rows=parse_rows(args.rows), splits=args.splits, protocol=args.protocol,
                              only_splits=tuple(args.only_splits), out=args.out, resume=args.resume,
                              estimate_only=args.estimate_only, warmup_steps=max(1, args.warmup_steps),
                              overrides=overrides)
-    use_cores(argparse.Namespace(threads=args.threads, workers=2 if args.workers is None else args.workers))
+    use_cores(argparse.Namespace(threads=args.threads, workers=config.overrides.get("workers")))
     table = run(config)
     failed = [r["row"] for r in table.get("rows", []) if r["status"] == "failed"]
     if failed:

@@ -180,7 +180,11 @@ def config_from_args(args: argparse.Namespace):
 def train_command(args: argparse.Namespace) -> int:
     from ipce.engine.train import run
 
+    from ipce.utils.threads import split_cores
+
     config = config_from_args(args)
+    if args.workers is None and not getattr(args, "resume", None):  # not given: the split of the usable cores
+        config = dataclasses.replace(config, workers=split_cores(args.threads, None)[1])
     use_cores(argparse.Namespace(threads=args.threads, workers=config.workers))  # torch threads beside the workers
     run(config)
     return 0
