@@ -196,8 +196,12 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_seen)
         finally:
-            log.info("%s %s %d %d images %.1f ms", scope["method"], scope["path"], seen["status"], seen["images"],
-                     (time.perf_counter() - start) * 1000)
+            ms = (time.perf_counter() - start) * 1000
+            client = scope.get("client")
+            log.info("%s %s %d %d images %.1f ms", scope["method"], scope["path"], seen["status"], seen["images"], ms,
+                     extra={"request": {"method": scope["method"], "path": scope["path"], "status": seen["status"],
+                                        "images": seen["images"], "ms": round(ms, 1),
+                                        "client": f"{client[0]}:{client[1]}" if client else None}})
 
 
 SCORE_BODY = {  # the request body of POST /api/score, for the OpenAPI page
@@ -334,9 +338,11 @@ def listen(host: str, port: int):
     return sock
 
 
-def make_server(app, log_level: str = "warning"):
+def make_server(app, log_level: str = "warning", **options):
     """A uvicorn server for `app`; `.run(sockets=[listen(...)])` serves until `.should_exit`. Uvicorn's
-    own access log is off: RequestLog writes the one line per request."""
+    own access log is off: RequestLog writes the one line per request. `options`: more uvicorn.Config
+    arguments (timeout_graceful_shutdown: 5 s unless given)."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, access_log=False, log_level=log_level, timeout_graceful_shutdown=5))
+    return uvicorn.Server(uvicorn.Config(app, access_log=False, log_level=log_level,
+                                         **{"timeout_graceful_shutdown": 5, **options}))

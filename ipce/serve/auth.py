@@ -15,7 +15,6 @@ import base64
 import binascii
 import hmac
 import ipaddress
-import json
 import logging
 import os
 from pathlib import Path
@@ -104,30 +103,25 @@ class TokenAuth:
         scope["ipce.auth"] = self._token is not None
         if self._token is None or scope["path"] in OPEN_PATHS or self.valid(scope["headers"]):
             return await self.app(scope, receive, send)
+        from starlette.responses import JSONResponse  # here: read_token works without the serve extra
+
         if scope["type"] == "websocket":
             log.warning("refused websocket %s from %s: no valid token", scope["path"], _client(scope))
             return await send({"type": "websocket.close", "code": 1008})
         if scope["path"] == "/api/health":
-            return await _json(send, 200, {"auth": True})
+            return await JSONResponse({"auth": True})(scope, receive, send)
         reason = "no token" if presented_token(scope["headers"]) is None else "wrong token"
         log.warning("refused %s %s from %s: %s", scope["method"], scope["path"], _client(scope), reason,
                     extra={"request": {"method": scope["method"], "path": scope["path"], "status": 401,
                                        "client": _client(scope), "refused": reason}})
         # a browser asks for the token (as a password) on a page's 401; API clients are told the scheme
         challenge = 'Bearer realm="ipce"' if scope["path"].startswith("/api/") else 'Basic realm="ipce", charset="UTF-8"'
-        await _json(send, 401, {"error": f"{reason}: send the header Authorization: Bearer <token>, the token "
-                                         "ipce serve was started with (--token-file or " + TOKEN_ENV + ")"},
-                    [(b"www-authenticate", challenge.encode())])
+        await JSONResponse({"error": f"{reason}: send the header Authorization: Bearer <token>, the token "
+                                     f"ipce serve was started with (--token-file or {TOKEN_ENV})"}, 401,
+                           {"www-authenticate": challenge})(scope, receive, send)
 
 
 def _client(scope) -> str:
     client = scope.get("client")
     return f"{client[0]}:{client[1]}" if client else "?"
 
-
-async def _json(send, status: int, body: dict, headers: list | None = None) -> None:
-    raw = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()),
-                            *(headers or [])]})
-    await send({"type": "http.response.body", "body": raw})
