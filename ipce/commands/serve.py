@@ -1,8 +1,10 @@
 """`ipce serve`: load the scorer once and serve a web page (Gradio) and a JSON API (`POST
-/api/score`, `GET /api/health`, OpenAPI docs at `/docs`) from one process, on 127.0.0.1 unless
---host says otherwise. Requests from many clients are scored in shared batches (up to
---batch-size images, waiting at most --max-wait-ms for more). Needs the serve extra:
-`pip install "ipce[serve]"`. The app is ipce.serve.app; this module reads the flags."""
+/api/score`, `GET /api/health`, `GET /api/ready`, OpenAPI docs at `/docs`) from one process, on
+127.0.0.1 unless --host says otherwise (then a token is required: ipce.serve.auth). The server
+listens before the model loads (ipce.serve.ready) and stops on SIGTERM or Ctrl+C after the requests
+in flight. Requests from many clients are scored in shared batches (up to --batch-size images,
+waiting at most --max-wait-ms for more). Needs the serve extra: `pip install "ipce[serve]"`. The app
+is ipce.serve.app; this module reads the flags and sets up the log."""
 from __future__ import annotations
 
 import argparse
