@@ -107,6 +107,13 @@ def add_precision_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup,
         p.add_argument("--precision", choices=PRECISIONS, default=None, help="training precision (default: fp32)")
 
 
+def add_runtime_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """`--runtime torch|onnxruntime`: what runs the model (onnxruntime: a folder of `ipce export --format onnx`)."""
+    p.add_argument("--runtime", choices=("torch", "onnxruntime"), default="torch",
+                   help="torch, or onnxruntime for a folder of `ipce export --format onnx` (fp32; the CPU, or "
+                        "onnxruntime's CUDA provider on --device cuda where installed; needs ipce[onnx])")
+
+
 # ----------------------------------------------------------------------------- records
 
 def add_weights_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
@@ -353,7 +360,7 @@ def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, pr
     """The model flags of every command that builds a scorer (`scorer_from_args`): --checkpoint
     (repeat to ensemble), --weights, --resize, --patches, --combine, --prompt-prefix, --device,
     --precision, the speed flags (--compile, --compile-regional, --channels-last, --attention,
-    --bf16-weights), --threads and, for a command that shows a bar (`progress`), --no-progress."""
+    --bf16-weights), --threads, --runtime and, for a command that shows a bar (`progress`), --no-progress."""
     p.add_argument("--checkpoint", action="append", required=True, metavar="CKPT",
                    help=f"{CHECKPOINT_TERMS}; repeat to ensemble. Scores come on the scale the models were "
                         "trained on (0..5, or their --mos-range)")
@@ -366,6 +373,7 @@ def add_model_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, pr
     add_precision_argument(p)
     add_speed_arguments(p, scoring=True)
     add_threads_argument(p)
+    add_runtime_argument(p)
     if progress:
         add_progress_argument(p)
 
@@ -392,7 +400,7 @@ def scorer_from_args(args: argparse.Namespace, device=None, batch_size: int | No
                        resize=args.resize, patches=args.patches, combine=args.combine,
                        prompt_prefix=prompt_prefixes(args), precision=args.precision,
                        batch_size=batch_size or getattr(args, "batch_size", None) or 16, weights=args.weights,
-                       **speed_options(args))
+                       runtime=args.runtime, **speed_options(args))
 
 
 def train_overrides(args: argparse.Namespace) -> dict:

@@ -83,6 +83,7 @@ def run_settings(scorer, checkpoints, weights, records, batch_size: int) -> dict
         "patches": [m.views.patches for m in members],
         # bf16 image weights move scores as a precision does: named with it (absent from older sidecars)
         "precision": scorer.precision + (", bf16 image weights" if getattr(scorer, "bf16_weights", False) else ""),
+        "runtime": scorer.members[0].runtime,
         "prompt_prefix": [m.prompt_prefix or "none" for m in members],
         "combine": scorer.combine if len(members) > 1 else None,
         "batch_size": batch_size,
@@ -106,11 +107,13 @@ def _same(key: str, saved, now) -> bool:
     if key == "checkpoint":  # the file's contents, wherever it lies now
         strip = [{k: v for k, v in c.items() if k != "path"} if "sha256" in c else c for c in saved or []]
         return strip == [{k: v for k, v in c.items() if k != "path"} if "sha256" in c else c for c in now]
+    if key == "runtime":  # outputs of before --runtime were PyTorch's
+        return (saved or "torch") == now
     return saved == now
 
 
 SETTING_NAMES = {"checkpoint": "--checkpoint", "resize": "--resize", "patches": "--patches",
-                 "precision": "--precision", "prompt_prefix": "--prompt-prefix", "combine": "--combine",
+                 "precision": "--precision", "runtime": "--runtime", "prompt_prefix": "--prompt-prefix", "combine": "--combine",
                  "batch_size": "--batch-size", "input": "input (the data flags' records)"}
 
 
