@@ -68,7 +68,7 @@ def test_score_and_predict_run_on_onnxruntime(tmp_path, capsys):
     for runtime, source in (("torch", checkpoint), ("onnxruntime", folder)):
         out = tmp_path / f"score-{runtime}.csv"
         assert main(["score", *map(str, paths), "--prompt", PROMPTS[0], "--checkpoint", str(source), "--device", "cpu",
-                     "--runtime", runtime, "--out", str(out)]) == 0
+                     "--runtime", runtime, "--no-progress", "--out", str(out)]) == 0
         tables[runtime] = [float(r["score"]) for r in csv.DictReader(out.open())]
     assert max(abs(a - b) for a, b in zip(tables["torch"], tables["onnxruntime"])) < 1e-4
 
