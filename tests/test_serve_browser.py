@@ -86,3 +86,44 @@ def test_page_scores_ranks_and_maps_like_the_api(tmp_path):
     keep = os.environ.get("IPCE_SERVE_SCREENSHOT")  # where to copy the screenshot (the README's docs/serve-page.png)
     if keep:
         shutil.copy(tmp_path / "serve-page.png", keep)
+
+
+def test_page_behind_a_token_is_refused_then_scores_with_it(tmp_path):
+    """Without the token the browser gets the 401 (and its login box); with the token as the browser
+    sends it after that box (Basic, any user name), the page loads and scores like the API."""
+    import base64
+
+    from ipce.serve.auth import TokenAuth
+    from tests.test_serve_auth import serving
+
+    token = "s3cret-token-of-32-characters-xx"
+    checkpoint = str(tiny_checkpoint(tmp_path / "tiny.safetensors", seed=5))
+    path = tmp_path / "candidate.png"
+    render({"count": 2, "colour": "red", "shape": "circle", "background": "blue"}, (256, 192),
+           np.random.default_rng(0)).save(path)
+    app = build_app(ipce.load_scorer(checkpoint, patches=4), [checkpoint], max_upload_bytes=2**20)
+    with serving(TokenAuth(app, token)) as url:
+        api = httpx.post(f"{url}/api/score", data={"prompt": PROMPT}, headers={"Authorization": f"Bearer {token}"},
+                         files=[("images", (path.name, path.read_bytes()))], timeout=120).json()["scores"]
+        driver = chromium()
+        try:
+            driver.get(url)  # no credentials: the 401 (headless Chrome cancels the login box), no page
+            refused = driver.page_source.lower(), driver.find_elements(By.CSS_SELECTOR, "#images")
+            driver.execute_cdp_cmd("Network.enable", {})
+            basic = base64.b64encode(f"me:{token}".encode()).decode()
+            driver.execute_cdp_cmd("Network.setExtraHTTPHeaders", {"headers": {"Authorization": f"Basic {basic}"}})
+            wait = WebDriverWait(driver, 60)
+            driver.get(url)
+            upload = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#images input[type=file]"))
+            upload.send_keys(str(path))
+            wait.until(lambda d: path.stem in d.find_element(By.ID, "images").text)
+            driver.find_element(By.CSS_SELECTOR, "#prompt textarea").send_keys(PROMPT)
+            driver.find_element(By.ID, "score").click()
+            wait.until(lambda d: "Scored" in d.find_element(By.ID, "message").text)
+            table = driver.find_element(By.ID, "scores").text
+        finally:
+            driver.quit()
+            app.state.batcher.close()
+    assert "gradio" not in refused[0] and not refused[1]
+    shown = float(re.search(r"candidate\.png\s+(\d\.\d{4})", table).group(1))
+    assert shown == pytest.approx(api[0], abs=5e-5)
