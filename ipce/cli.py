@@ -195,20 +195,26 @@ ADDERS = [
 
 
 def _version() -> str:
+    """`ipce X (torch Y, open_clip Z)`: ipce's version and those of the two libraries its scores depend on,
+    read from the installed packages' metadata (nothing imported)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("ipce")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        from ipce import __version__
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:  # ipce: a source tree that was never installed
+            if package != "ipce":
+                return "not installed"
+            from ipce import __version__
 
-        return __version__
+            return __version__
+    return f"ipce {installed('ipce')} (torch {installed('torch')}, open_clip {installed('open_clip_torch')})"
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ipce", description="AIGC image quality by image-prompt correspondence",
                                      epilog=exit_codes_epilog(), formatter_class=HelpFormatter)
-    parser.add_argument("--version", action="version", version=f"ipce {_version()}",
+    parser.add_argument("--version", action="version", version=_version(),
                         help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for add in ADDERS:

@@ -104,7 +104,8 @@ def test_version(capsys):
     with pytest.raises(SystemExit) as info:
         main(["--version"])
     assert info.value.code == 0
-    assert capsys.readouterr().out.strip() == f"ipce {version('ipce')}"
+    assert capsys.readouterr().out.strip() == (f"ipce {version('ipce')} (torch {version('torch')}, "
+                                               f"open_clip {version('open_clip_torch')})")
 
 
 def test_bare_ipce_prints_the_help_and_exits_0(capsys):
