@@ -12,7 +12,7 @@ from PIL import Image
 from ipce.datasets.sources import generator_of, prefixed_prompt  # ipce.api.prefixed_prompt stays importable
 from ipce.models.views import ViewConfig, make_views
 from ipce.errors import IpceError
-from ipce.models.correspondence import CorrespondenceScorer
+from ipce.models.correspondence import CorrespondenceScorer, score_from_probs
 from ipce.models.explain import quality_map
 from ipce.models.reward import RewardFn, view_scores
 from ipce.models.scale import ScoreScale, scale_of
@@ -124,14 +124,23 @@ class Scorer:
 
     @torch.no_grad()
     def score_views(self, views: dict[ViewConfig, tuple[torch.Tensor, torch.Tensor]], prompts: Sequence[str],
-                    generators: Sequence[str | None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                    generators: Sequence[str | None] | None = None, levels: bool = False):
         """(combined [B], per-model [M, B]) for prepared views (one (crops, global) per view config),
-        on the scorer's scale."""
+        on the scorer's scale; with `levels`, also each model's level probabilities [M, B, K] (whose
+        expected levels are the per-model scores on 0..5)."""
         def run(member, texts):
             crops, global_view = views[member.views]
-            return member.model(crops.to(self.device, non_blocking=True),
-                                global_view.to(self.device, non_blocking=True), texts).cpu()
-        return self._on_scale(self._each_member(prompts, generators, run))
+            model = member.model.probs if levels else member.model
+            return model(crops.to(self.device, non_blocking=True), global_view.to(self.device, non_blocking=True),
+                         texts).cpu()
+        if not levels:
+            return self._on_scale(self._each_member(prompts, generators, run))
+        flat = [m for m in self.members if not hasattr(m.model, "probs") or len(getattr(m.model, "levels", ())) < 2]
+        if flat:
+            raise IpceError(f"--levels: a {type(flat[0].model).__name__} scores without levels (no level "
+                            "probabilities); leave out --levels")
+        probs = self._each_member(prompts, generators, run)
+        return (*self._on_scale(score_from_probs(probs)), probs)
 
     def score(self, images: Sequence[str | Path | Image.Image] | str | Path | Image.Image,
               prompts: Sequence[str] | str | None = None, generators: Sequence[str | None] | None = None,

@@ -391,16 +391,22 @@ def prompt_prefixes(args: argparse.Namespace):
     return prefixes
 
 
+def scorer_options(args: argparse.Namespace, batch_size: int | None = None) -> dict:
+    """load_scorer's keywords but the device for the model flags (`add_model_arguments`): what
+    `scorer_from_args` loads, and what a worker process given them loads (predict --engine ray)."""
+    return dict(checkpoint=list(args.checkpoint), resize=args.resize, patches=args.patches, combine=args.combine,
+                prompt_prefix=prompt_prefixes(args), precision=args.precision,
+                batch_size=batch_size or getattr(args, "batch_size", None) or 16, weights=args.weights,
+                runtime=args.runtime, **speed_options(args))
+
+
 def scorer_from_args(args: argparse.Namespace, device=None, batch_size: int | None = None):
     """The scorer the model flags (`add_model_arguments`) describe; `device`: one already resolved
     (predict under torchrun), else --device; `batch_size`: else --batch-size, else 16."""
     from ipce.api import load_scorer
 
-    return load_scorer(args.checkpoint, device=str(device) if device is not None else resolve_device(args.device),
-                       resize=args.resize, patches=args.patches, combine=args.combine,
-                       prompt_prefix=prompt_prefixes(args), precision=args.precision,
-                       batch_size=batch_size or getattr(args, "batch_size", None) or 16, weights=args.weights,
-                       runtime=args.runtime, **speed_options(args))
+    return load_scorer(device=str(device) if device is not None else resolve_device(args.device),
+                       **scorer_options(args, batch_size))
 
 
 def train_overrides(args: argparse.Namespace) -> dict:

@@ -17,6 +17,14 @@ distinct image of the file is scored once (a row per image) and the preference m
 (pairwise accuracy over untied pairs, accuracy with ties as half, mean Kendall tau per group). With `--submission`,
 `--out DIR` gets output.txt, readme.txt and submission.zip (see ipce.engine.submission).
 
+Sharded data (ipce.engine.shards; the shards extra):
+  --webdataset "shards/{00000..00127}.tar" [--prompt-key FIELD]  WebDataset tar shards
+  --parquet "meta/{0..9}.parquet" [--prompt-col C] [--image-col C] [--key-col C]
+write one Parquet file per shard into the folder `--out` (or `--out FILE.parquet` for one shard):
+key, prompt, score, each model's score, with `--levels` the level probabilities, and the problem
+of a sample that could not be scored. `--engine ray` scores the shards on a Ray cluster
+(ipce.engine.ray_predict; the ray extra).
+
 Unreadable images are skipped and listed in `<out stem>.errors.csv` (`path,problem`); the
 exit status is 3 (EXIT_PARTIAL, partial results) when any was skipped, 1 when none could be read
 (ipce.commands.flags.partial_exit: the policy of every command that scores images). A submission needs every
@@ -41,7 +49,7 @@ from pathlib import Path
 from ipce.commands.flags import (EXIT_PARTIAL, add_data_source_arguments, add_model_arguments,
                                  add_preference_arguments, add_prompt_source_arguments, add_threads_argument,
                                  check_prompt_and_checkpoints, partial_exit, records_from_args, scorer_from_args,
-                                 use_cores)
+                                 scorer_options, use_cores)
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
@@ -70,7 +78,29 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue a run that stopped: score only the images without a row in <out>.parts/ "
                         "(refused when a setting differs from <out>.ipce.json); without it a run starts over")
+    add_shard_arguments(p)
     add_run_arguments(p)
+
+
+def add_shard_arguments(p: argparse.ArgumentParser) -> None:
+    """Sharded inputs, Parquet outputs and the Ray engine (ipce.engine.shards, ipce.engine.ray_predict)."""
+    p.add_argument("--webdataset", default=None, metavar="PATTERN",
+                   help="WebDataset tar shards, brace ranges allowed (\"shards/{00000..00127}.tar\"); the image is "
+                        "a jpg/png/webp member, the prompt the txt member (or --prompt-key)")
+    p.add_argument("--parquet", default=None, metavar="PATTERN",
+                   help="Parquet files (brace ranges allowed) with a prompt column (--prompt-col) and an image "
+                        "column (--image-col) of bytes, paths or {bytes, path} structs")
+    p.add_argument("--prompt-key", default=None, metavar="FIELD",
+                   help="--webdataset: read the prompt from this field of each sample's json member")
+    p.add_argument("--key-col", default=None, metavar="COL",
+                   help="--parquet: the column that names each row in the output (default: the image path, "
+                        "else the row number)")
+    p.add_argument("--levels", action="store_true",
+                   help="shards: also write each model's level probabilities (p_badly ... p_perfectly)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="shards: score in this process (and torchrun's) or as Ray tasks, one shard per task")
+    p.add_argument("--ray-address", default=None, metavar="ADDR",
+                   help="--engine ray: the cluster to join (e.g. auto, ray://head:10001; default: a new local one)")
 
 
 # ----------------------------------------------------------------------------- the command
@@ -199,6 +229,11 @@ def predict_command(args: argparse.Namespace) -> int:
     from ipce.utils.distributed import is_main
     from ipce.utils.lock import hold_lock
 
+    if args.webdataset or args.parquet:
+        return _predict_shards(args)
+    if args.engine != "local":
+        raise IpceError("--engine ray: scores shards; give --webdataset or --parquet (folders and CSVs run here "
+                        "or under torchrun)")
     paths = _output_paths(args)
     # one run per output: rank 0 holds <out>.lock until the end; a second run (not a rank of this
     # one) is refused at once. The OS drops the lock when the holder dies, however it dies.
@@ -357,3 +392,133 @@ def _finish(args, scorer, records, store, settings, plan, counts, paths, prefere
                                  description=describe_scorer(scorer, args.checkpoint))
         print(f"wrote {paths['output']}, {paths['readme']} and {paths['zip']}")
     return partial_exit(len(records), [problem for _, problem in errors], f", listed in {errors_path}")
+
+
+# ----------------------------------------------------------------------------- shards
+
+def _shard_sources(args):
+    """The shards of --webdataset or --parquet, with their reading options."""
+    from ipce.datasets.shards import ShardSource, expand_shards
+
+    if args.webdataset and args.parquet:
+        raise IpceError("--webdataset and --parquet: give only one")
+    other = [f for f in ("--preset", "--annotations", "--images", "--prompt", "--prompts")
+             if getattr(args, f[2:], None) is not None]
+    if other:
+        raise IpceError(f"{other[0]}: not used with {'--webdataset' if args.webdataset else '--parquet'} "
+                        "(the shards hold the images and prompts)")
+    if args.submission:
+        raise IpceError("--submission: needs a published dataset (--preset), not shards")
+    if args.webdataset:
+        if args.key_col:
+            raise IpceError("--key-col: a --parquet flag; a WebDataset sample's key is its tar members' name")
+        return [ShardSource(p, "webdataset", prompt_key=args.prompt_key)
+                for p in expand_shards(args.webdataset, "--webdataset")]
+    if args.prompt_key:
+        raise IpceError("--prompt-key: a --webdataset flag; with --parquet the prompt is a column (--prompt-col)")
+    return [ShardSource(p, "parquet", prompt_col=args.prompt_col, image_col=args.image_col, key_col=args.key_col)
+            for p in expand_shards(args.parquet, "--parquet")]
+
+
+def _shard_settings(scorer, args, sources) -> dict:
+    from ipce.engine.parts import run_settings
+    from ipce.engine.shards import shards_identity
+
+    return {**run_settings(scorer, args.checkpoint, args.weights, [], args.batch_size),
+            "input": shards_identity(sources), "levels": args.levels}
+
+
+def _predict_shards(args) -> int:
+    """`ipce predict --webdataset/--parquet`: one Parquet output per shard (ipce.engine.shards), one run
+    per --out (rank 0 holds `<out>.lock`, as for CSV outputs)."""
+    from ipce.utils.distributed import is_main
+    from ipce.utils.lock import hold_lock
+
+    out = Path(args.out or "scores")
+    with hold_lock(out, f"--out {out}") if is_main() else contextlib.nullcontext():
+        if args.batch_size < 1:
+            raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
+        _validate(args)
+        return _run_shards(args, out)
+
+
+def _run_shards(args, out: Path) -> int:
+    from ipce.engine.parts import PartStore
+    from ipce.engine.shards import ShardTask, output_paths, plan_shards
+    from ipce.utils.distributed import dist_info, setup_distributed
+
+    rank, world, _ = dist_info()
+    if args.engine == "ray" and world > 1:
+        raise IpceError("--engine ray: run it as one process (Ray starts the workers), not under torchrun")
+    sources = _shard_sources(args)
+    args = argparse.Namespace(**{**vars(args), "workers": use_cores(args)})  # torch threads set beside them
+    tasks = [ShardTask(s, o, args.batch_size, args.levels, args.workers)
+             for s, o in zip(sources, output_paths(sources, out))]
+    device = setup_distributed(args.device)
+    scorer = scorer_from_args(args, device=device)
+    store = PartStore(out)
+    settings = _on_main(_shard_settings, scorer, args, sources)
+    plan = _on_main(plan_shards, store, settings, tasks, args.resume)
+    if plan.error:
+        raise IpceError(plan.error)
+    if plan.complete:
+        if rank == 0:
+            print(f"nothing left to score: {out} is complete ({plan.complete.get('scored', 0)} scored, "
+                  f"{plan.complete.get('unreadable', 0)} unreadable)")
+        return 0
+    if rank == 0:
+        where = f"Ray ({args.ray_address or 'a local instance'})" if args.engine == "ray" else (
+            f"{world} processes on {device.type}" if world > 1 else str(device))
+        print(f"scoring {len(plan.left)} of {len(tasks)} shards on {where} into {out}"
+              + (f" ({plan.done} done by an earlier run)" if plan.done else "")
+              + (f"; removed {plan.cleared} output(s) of an earlier run (--resume continues one)"
+                 if plan.cleared else ""))
+    seconds = _score_shards(scorer, args, [tasks[i] for i in plan.left], rank, world, device)
+    if rank != 0:
+        return 0
+    code = _finish_shards(store, settings, tasks, out, seconds)
+    return 0 if world > 1 else code  # torchrun takes any other status for a failure
+
+
+def _score_shards(scorer, args, left, rank: int, world: int, device) -> float:
+    """Score the shards left: as Ray tasks, or this rank's share (every world-th); the wall time."""
+    import time
+
+    from tqdm.auto import tqdm
+
+    from ipce.engine.shards import run_local
+    from ipce.utils.distributed import barrier
+
+    start = time.perf_counter()
+    if args.engine == "ray":
+        from ipce.engine.ray_predict import run_on_ray
+
+        with tqdm(total=len(left), desc="predict", unit="shard", dynamic_ncols=True, leave=False,
+                  disable=args.no_progress) as bar:
+            run_on_ray({**scorer_options(args), "device": device.type}, left, args.ray_address, bar=bar)
+    else:
+        with tqdm(desc="predict", unit="img", dynamic_ncols=True, leave=False,
+                  disable=args.no_progress or rank != 0) as bar:
+            run_local(scorer, left[rank::world], bar=bar)
+        barrier()  # every rank's shards written before rank 0 reads them
+    return time.perf_counter() - start
+
+
+def _finish_shards(store, settings, tasks, out: Path, seconds: float) -> int:
+    """Rank 0: the problems of every shard into the errors file, the counts, the sidecar marked complete."""
+    from ipce.engine.shards import problems_of
+    from ipce.utils.io import write_csv
+
+    scored, problems = problems_of(tasks)
+    errors_path = out.with_name(f"{out.stem}.errors.csv")
+    if problems:
+        write_csv(errors_path, ["shard", "key", "problem"], problems)
+    else:
+        errors_path.unlink(missing_ok=True)
+    store.write_settings(settings, complete=True, scored=scored, unreadable=len(problems))
+    total = scored + len(problems)
+    print(f"scored {scored} of {total} samples in {len(tasks)} shard(s) in {seconds:.1f} s; wrote "
+          f"{tasks[0].out if len(tasks) == 1 else f'{out}/*.parquet'}")
+    if problems:
+        print(f"skipped {len(problems)} unusable sample(s), listed in {errors_path}; first: {problems[0][2]}")
+    return partial_exit(total, [problem for _, _, problem in problems], f", listed in {errors_path}")

@@ -114,7 +114,8 @@ def _same(key: str, saved, now) -> bool:
 
 SETTING_NAMES = {"checkpoint": "--checkpoint", "resize": "--resize", "patches": "--patches",
                  "precision": "--precision", "runtime": "--runtime", "prompt_prefix": "--prompt-prefix", "combine": "--combine",
-                 "batch_size": "--batch-size", "input": "input (the data flags' records)"}
+                 "batch_size": "--batch-size", "input": "input (the data flags' records)",
+                 "levels": "--levels"}
 
 
 def differing_setting(saved: dict, now: dict) -> str | None:

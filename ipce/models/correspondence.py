@@ -283,13 +283,17 @@ class CorrespondenceScorer(nn.Module):
 
     def forward(self, crops: torch.Tensor, global_view: torch.Tensor, prompts: list[str]) -> torch.Tensor:
         """Scores [B] on 0..5 for crops [B, P, 3, 224, 224], global views [B, 3, 224, 224]."""
+        return score_from_probs(self.probs(crops, global_view, prompts))
+
+    def probs(self, crops: torch.Tensor, global_view: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        """The level probabilities q [B, K] whose expected level is the score (`forward`)."""
         if self.overlap_text and not torch.is_grad_enabled():
             texts = self._text_features_in_background(prompts)
             image_feats = self.image_features(crops, global_view)
             text_feats = texts.result()
         else:
             image_feats, text_feats = self.image_features(crops, global_view), self.text_features(prompts)
-        return score_from_probs(self.level_probs(image_feats, text_feats))
+        return self.level_probs(image_feats, text_feats)
 
     def _text_features_in_background(self, prompts: list[str]) -> Future:
         """`text_features(prompts)` on the text thread, under this thread's autocast state
