@@ -1,5 +1,13 @@
-"""ipce: AIGC image quality assessment by image-prompt correspondence (Peng et al., CVPRW 2024)."""
+"""ipce: AIGC image quality assessment by image-prompt correspondence (Peng et al., CVPRW 2024).
+
+ipce reports through the `ipce` logger tree (`logging.getLogger("ipce")`) and shows nothing on its own
+from Python: configure logging to see it (the `ipce` command prints its INFO messages). Progress bars:
+`ipce.utils.progress.set_progress(False)` hides them all."""
+import logging
+
 __version__ = "0.1.0"
+
+logging.getLogger("ipce").addHandler(logging.NullHandler())
 
 
 def load_scorer(*args, **kwargs):

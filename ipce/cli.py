@@ -3,6 +3,7 @@ its command (ipce.commands.<name>) is imported only when it runs, so that `ipce 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from importlib import import_module
 
@@ -235,7 +236,42 @@ def _refuse_unknown(parser: argparse.ArgumentParser, command: str | None, extra:
     chosen.error(f"unrecognized arguments: {' '.join(extra)}" + (f" ({hint})" if hint else ""))
 
 
+class ConsoleHandler(logging.Handler):
+    """What ipce's layers report (the `ipce` logger tree), shown as the commands print: each message on
+    stdout (the one of the moment), above any progress bar; a warning starts with "warning: ". A branch
+    of the tree with a handler of its own (`ipce serve`'s request log) is left to that handler."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        name = record.name
+        while "." in name:  # ipce.serve.auth, ipce.serve: stop below the `ipce` logger itself
+            if logging.getLogger(name).handlers:
+                return
+            name = name.rsplit(".", 1)[0]
+        try:
+            from tqdm import tqdm
+
+            text = self.format(record)
+            if record.levelno >= logging.ERROR:
+                text = f"error: {text}"
+            elif record.levelno >= logging.WARNING:
+                text = f"warning: {text}"
+            tqdm.write(text, file=sys.stdout)
+        except Exception:  # noqa: BLE001  (logging's contract: a failing handler reports, never raises)
+            self.handleError(record)
+
+
+def install_console(level: int = logging.INFO) -> None:
+    """Show the `ipce` logger tree's messages on the terminal (once per process), from `level` unless the
+    caller already set the logger's level (then from that one)."""
+    logger = logging.getLogger("ipce")
+    if not any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleHandler())
+    if logger.level == logging.NOTSET:
+        logger.setLevel(level)
+
+
 def main(argv: list[str] | None = None) -> int:
+    install_console()
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:

@@ -103,7 +103,7 @@ def test_swap_loss_labels_clean_own_prompts_perfectly_and_altered_badly():
 @pytest.mark.slow
 def test_pretraining_lowers_its_losses():
     model = make_tiny_scorer()
-    history = pretrain(model, PretrainConfig(steps=100, batch=16, pool=64, seed=0), log=lambda _: None)
+    history = pretrain(model, PretrainConfig(steps=100, batch=16, pool=64, seed=0))
     first, last = history[0], history[-1]
     assert last["contrastive"] < first["contrastive"] - 0.3
     assert last["swap"] < first["swap"]
@@ -121,7 +121,7 @@ def test_pretraining_channels_last_follows_the_same_path():
         model = CorrespondenceScorer(load_backbone("tiny-resnet")[0])
         model.clip.visual.register_forward_pre_hook(
             lambda _, args: layouts.append(args[0].is_contiguous(memory_format=torch.channels_last)))
-        runs.append(pretrain(model, config, log=lambda _: None, channels_last=channels_last)[0])
+        runs.append(pretrain(model, config, channels_last=channels_last)[0])
     assert layouts == [False, True]
     assert model.channels_last and model.clip.visual.layer1[0].conv2.weight.is_contiguous(memory_format=torch.channels_last)
     for key in ("contrastive", "swap", "look"):
@@ -134,7 +134,7 @@ def test_pretraining_progress_bar_leaves_the_weights_bit_identical(capsys):
     weights, bars = [], []
     for progress in (False, True):
         model = make_tiny_scorer(seed=0)
-        pretrain(model, config, log=lambda _: None, progress=progress)
+        pretrain(model, config, progress=progress)
         weights.append(model.state_dict())
         bars.append(capsys.readouterr().err)
     assert "pretraining" not in bars[0] and "2/2" in bars[1] and ("step/s" in bars[1] or "s/step" in bars[1])

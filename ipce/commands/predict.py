@@ -331,14 +331,13 @@ def _print_start(args, scorer, records, source, device, world, plan, store) -> N
 def _score_share(scorer, records, plan, store, args, rank: int, world: int) -> tuple[int, int, float]:
     """This rank's share of the blocks left (every world-th), streamed to its part file; the totals
     over every rank: (scored, unreadable, seconds of the slowest)."""
-    from tqdm.auto import tqdm
-
     from ipce.engine.predict import RankBar, score_blocks
     from ipce.utils.distributed import barrier, gather
+    from ipce.utils.progress import progress_bar
 
     mine = plan.blocks[rank::world]
-    with tqdm(total=len(records), initial=plan.already, desc="predict", unit="img", dynamic_ncols=True,
-              leave=False, disable=args.no_progress or rank != 0) as bar, \
+    with progress_bar(total=len(records), initial=plan.already, desc="predict", unit="img", leave=False,
+                      enabled=not args.no_progress and rank == 0) as bar, \
             store.appender(plan.attempt, rank, len(scorer.members)) as writer:
         counts = score_blocks(scorer, records, mine, args.batch_size, writer, workers=args.workers,
                               bar=RankBar(bar, world))

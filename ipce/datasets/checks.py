@@ -106,13 +106,13 @@ def check_records(records, workers: int = 2, progress: bool = True) -> CheckRepo
     """Open and fully decode every record's image; report problems, score range and long prompts."""
     import time
 
-    from tqdm import tqdm
+    from ipce.utils.progress import progress_bar
 
     records = list(records)
     started = time.perf_counter()
     paths = [rec.image for rec in records]
     results: list[tuple[str, str] | None] = []
-    bar = tqdm(total=len(paths), desc="checking images", unit="img", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(paths), desc="checking images", unit="img", enabled=progress)
     try:
         if workers and workers > 1 and len(paths) > 1:
             with ThreadPoolExecutor(max_workers=int(workers)) as pool:

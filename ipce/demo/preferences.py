@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import csv
 import itertools
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 RATER_SD = 0.5     # the rater's noise on the MOS scale (0..5)
 TIE_MARGIN = 0.1   # noisy values closer than this: a tie
@@ -80,13 +83,13 @@ def run_preference_demo(out: str | Path = "demo-out", quick: bool = False, worke
     out = Path(out)
     recipe = QUICK if quick else FULL
     if quick:
-        print(QUICK_NOTE)
+        log.info("%s", QUICK_NOTE)
     torch.manual_seed(0)
     annotations = demo_data(out / ("data-quick" if quick else "data"), recipe["n"], 0, workers, progress)
     weights = pretrained_tiny(out, recipe, precision, device, progress)
     table = draw_pairs(annotations, out / "preferences" / "pairs.csv")
-    print(f"ipce demo: {table.pairs} pairs of images of one prompt ({table.ties} ties) in {table.path}; the noisy "
-          f"rater follows the MOS order on {table.agree:.0%} of the untied ones")
+    log.info("ipce demo: %d pairs of images of one prompt (%d ties) in %s; the noisy rater follows the MOS order on "
+             "%.0f%% of the untied ones", table.pairs, table.ties, table.path, 100 * table.agree)
     config = preference_config(out, recipe, table.path, annotations.parent / "images", weights, workers, precision,
                                device, progress)
     summary = run(config)

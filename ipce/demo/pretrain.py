@@ -27,6 +27,7 @@ when the budget ends, and the decay settles them lower than a constant rate does
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -37,6 +38,8 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ipce.models.correspondence import CorrespondenceScorer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -254,14 +257,13 @@ def pretrain_step(model: CorrespondenceScorer, optimizer: torch.optim.Optimizer,
 
 
 def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfig(), precision: str = "fp32",
-             device: torch.device | str = "cpu", log=print, channels_last: bool = False,
+             device: torch.device | str = "cpu", channels_last: bool = False,
              progress: bool = False) -> list[dict]:
     """Pretrain `model` in place (AdamW at pretrain_lr's rates); returns the losses every 50 steps.
     `channels_last`: ipce.models.speed.use_channels_last, kept on the returned model. `progress`:
     a bar of the steps with rate and ETA (it draws no random numbers: the weights are the same)."""
-    from tqdm.auto import tqdm
-
     from ipce.models.speed import use_channels_last
+    from ipce.utils.progress import progress_bar
 
     device = torch.device(device)
     model.to(device).train()
@@ -272,7 +274,7 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
     trainable = model.clip.token_embedding.weight.requires_grad
     optimizer = pretrain_optimizer(model, config)
     history, window, started = [], [], time.perf_counter()
-    bar = tqdm(total=config.steps, desc="pretraining", unit="step", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=config.steps, desc="pretraining", unit="step", enabled=progress)
     for step in range(1, config.steps + 1):
         for group in optimizer.param_groups:
             group["lr"] = pretrain_lr(config, step)
@@ -284,8 +286,8 @@ def pretrain(model: CorrespondenceScorer, config: PretrainConfig = PretrainConfi
             history.append({"step": step, **mean})
             window = []
             bar.set_postfix(contrastive=f"{mean['contrastive']:.3f}", refresh=False)
-            log(f"pretrain step {step}/{config.steps}: contrastive {mean['contrastive']:.3f}  "
-                f"swap {mean['swap']:.3f}  look {mean.get('look', 0):.3f}  ({time.perf_counter() - started:.0f} s)")
+            log.info("pretrain step %d/%d: contrastive %.3f  swap %.3f  look %.3f  (%.0f s)", step, config.steps,
+                     mean["contrastive"], mean["swap"], mean.get("look", 0), time.perf_counter() - started)
     bar.close()
     model.clip.token_embedding.weight.requires_grad_(trainable)
     model.eval()

@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 # The demo's recipe. The tiny model is only briefly pretrained, so it takes a higher learning
 # rate than fine-tuning a real CLIP (5e-6), but not much higher: at 1e-4 the fine-tuning undid
@@ -38,7 +41,7 @@ def demo_data(out_dir: Path, n: int, seed: int, workers: int, progress: bool, wh
 
     config = SyntheticConfig(n=n, seed=seed)
     state = "cached" if is_cached(out_dir, config) else "new"
-    print(f"ipce demo: generating {n} {what} in {out_dir} ({state})")
+    log.info("ipce demo: generating %d %s in %s (%s)", n, what, out_dir, state)
     return generate(out_dir, config, workers=workers, progress=progress)
 
 
@@ -47,7 +50,6 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu"
     part of the key only when it is not the CPU, so the CPU's cached files stay valid). `progress`: a
     bar of the pretraining steps."""
     import torch
-    from tqdm.auto import tqdm
 
     from ipce.demo.pretrain import PretrainConfig, pretrain
     from ipce.models.backbone import load_backbone
@@ -61,14 +63,14 @@ def pretrained_tiny(out: Path, recipe: dict, precision: str, device: str = "cpu"
                                     sort_keys=True).encode())
     path = out / "pretrained" / f"{recipe['backbone']}-{key.hexdigest()[:12]}.safetensors"
     if path.is_file():
-        print(f"ipce demo: pretrained tiny CLIP in {path} (cached)")
+        log.info("ipce demo: pretrained tiny CLIP in %s (cached)", path)
         return path
-    print(f"ipce demo: pretraining the tiny CLIP for {config.steps} steps on rendered captioned pictures (new)")
+    log.info("ipce demo: pretraining the tiny CLIP for %d steps on rendered captioned pictures (new)", config.steps)
     torch.manual_seed(config.seed)
     clip, model_config, _ = load_backbone(recipe["backbone"])
     model = CorrespondenceScorer(clip)
     history = pretrain(model, config, precision, device=device, channels_last=recipe["channels_last"],
-                       log=tqdm.write, progress=progress)
+                       progress=progress)
     save_checkpoint(path, model, {"model_config": model_config, "backbone": recipe["backbone"],
                                   "pretrain": config.to_dict(), "history": history})
     return path
@@ -119,9 +121,8 @@ def fresh_metrics(scorer, out: Path, n: int, workers: int, progress: bool = Fals
     and what each defect costs there (`defect_effects`). The held-out part also chose the best
     epoch, which flatters it (docs/DESIGN.md, section 4); these images played no part in
     training or in choosing. `progress`: bars for generating and scoring them."""
-    from tqdm.auto import tqdm
-
     from ipce.utils.metrics import compute_metrics
+    from ipce.utils.progress import progress_bar
 
     annotations = demo_data(out / f"data-fresh-{n}", n, 1, workers, progress, "fresh images of a second set")
     with annotations.open(encoding="utf-8", newline="") as f:
@@ -130,7 +131,7 @@ def fresh_metrics(scorer, out: Path, n: int, workers: int, progress: bool = Fals
     prompts = [row["prompt"] for row in rows]
     # scored in the scorer's own batches, so the bar changes nothing in what is computed
     step, scores = scorer.batch_size, []
-    with tqdm(total=len(rows), desc="scoring fresh images", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(rows), desc="scoring fresh images", unit="img", enabled=progress) as bar:
         for start in range(0, len(rows), step):
             scores += [float(x) for x in scorer.score(paths[start:start + step], prompts[start:start + step])]
             bar.update(len(paths[start:start + step]))
@@ -232,7 +233,7 @@ def run_demo(out: str | Path = "demo-out", quick: bool = False, workers: int = 2
     out = Path(out)
     recipe = QUICK if quick else FULL
     if quick:
-        print(QUICK_NOTE)
+        log.info("%s", QUICK_NOTE)
     torch.manual_seed(0)
     annotations = demo_data(out / ("data-quick" if quick else "data"), recipe["n"], 0, workers, progress)
     weights = pretrained_tiny(out, recipe, precision, device, progress)

@@ -423,17 +423,17 @@ def generate(out_dir, config: SyntheticConfig = SyntheticConfig(), progress: boo
         ann.unlink()
     (out / "config.json").unlink(missing_ok=True)
 
-    from tqdm import tqdm
+    from ipce.utils.progress import progress_bar
 
     jobs = [(i, config, images) for i in range(config.n)]
-    bar = dict(total=config.n, desc="synthetic images", unit="img", disable=not progress)
+    bar = dict(total=config.n, desc="synthetic images", unit="img", enabled=progress)
     if workers > 1:
         import multiprocessing as mp
 
         with mp.get_context("spawn").Pool(workers) as pool:
-            rows = list(tqdm(pool.imap(_make_and_write, jobs, chunksize=8), **bar))
+            rows = list(progress_bar(pool.imap(_make_and_write, jobs, chunksize=8), **bar))
     else:
-        rows = [_make_and_write(j) for j in tqdm(jobs, **bar)]
+        rows = [_make_and_write(j) for j in progress_bar(jobs, **bar)]
 
     new_names = {r["image"] for r in rows}
     for name in old_names - new_names:

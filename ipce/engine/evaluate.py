@@ -5,10 +5,10 @@ import time
 from typing import Callable
 
 import torch
-from tqdm.auto import tqdm
 
 from ipce.datasets.loader import Batch
 from ipce.utils.metrics import compute_metrics
+from ipce.utils.progress import progress_bar
 
 ScoreFn = Callable[[Batch], torch.Tensor]
 
@@ -30,7 +30,7 @@ def predict_loader(score_fn: ScoreFn, loader, desc: str = "eval", progress: bool
     total = len(loader.dataset) if hasattr(loader, "dataset") else None
     own = bar is None
     if own:
-        bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+        bar = progress_bar(total=total, desc=desc, unit="img", enabled=progress, leave=False)
     try:
         for batch in loader:
             out = score_fn(batch).float().cpu() if len(batch) else torch.empty(0)

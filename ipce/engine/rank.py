@@ -17,13 +17,13 @@ class RankedRow:
 def rank_records(scorer, records, top: int | None = None, progress: bool = True) -> tuple[list[RankedRow], list]:
     """(rows grouped by prompt in first-seen order, best first within each, the first `top` of each;
     [(record, problem)] of the images that could not be read, left out of the ranking)."""
-    from tqdm.auto import tqdm
+    from ipce.utils.progress import progress_bar
 
     by_prompt: dict[str, list] = {}
     for record in records:
         by_prompt.setdefault(record.prompt, []).append(record)
     rows, errors = [], []
-    with tqdm(total=len(records), desc="rank", unit="img", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(records), desc="rank", unit="img", enabled=progress) as bar:
         for prompt, group in by_prompt.items():
             readable = []
             for record in group:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
 import time
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from ipce.config import SPEED_FIELDS, TrainConfig, make_config
 from ipce.errors import DataError, IpceError, WeightsError
+
+log = logging.getLogger(__name__)
 
 # The paper's table (Peng et al. 2024, Table 2), then AGIQA-1K, which the original code trains too.
 ROWS = ("agiqa3k:quality", "agiqa3k:alignment", "aigciqa2023:quality", "aigciqa2023:authenticity",
@@ -265,7 +268,7 @@ def _span(sizes: list[int]) -> str:
     return f"{min(sizes)}" if min(sizes) == max(sizes) else f"{min(sizes)}-{max(sizes)}"
 
 
-def estimate(plans: list[RowPlan], device, steps: int, progress=print) -> tuple[list[str], dict]:
+def estimate(plans: list[RowPlan], device, steps: int) -> tuple[list[str], dict]:
     """(the lines to print, the same as numbers): per row the splits, epochs and images; the
     warm-up's speed per backbone; the expected time (data loading not counted)."""
     timings: dict[tuple, StepTimes] = {}
@@ -275,8 +278,8 @@ def estimate(plans: list[RowPlan], device, steps: int, progress=print) -> tuple[
             continue
         key = _timing_key(p.config)
         if key not in timings:
-            progress(f"warm-up: timing {steps} training and {steps} evaluation steps of {p.config.backbone} "
-                     f"(recipe batch {p.config.batch_size}) on {device.type} ...")
+            log.info("warm-up: timing %d training and %d evaluation steps of %s (recipe batch %d) on %s ...",
+                     steps, steps, p.config.backbone, p.config.batch_size, device.type)
             timings[key] = time_steps(p.config, device, steps)
         t, epochs = timings[key], p.config.epochs
         train_images = sum(epochs * train for train, _, _ in p.sizes)
@@ -339,17 +342,17 @@ def run(rc: ReproduceConfig) -> dict:
         plans = plan(rc, Path(scratch) if rc.estimate_only else out / "splits")
     for p in plans:
         if p.reason:
-            print(f"{p.status} {p.row}: {p.reason}")
+            log.info("%s %s: %s", p.status, p.row, p.reason)
     if not any(p.config is not None for p in plans):
         raise IpceError(f"none of the {len(plans)} rows can run (each is listed above with why); put the datasets "
                         "under --data-root (data/README.md) or choose rows whose data is there (--rows)")
     if not rc.estimate_only and not rc.resume:  # from here on, --resume continues this reproduction
         write_json(out / "reproduce.json", {**rc.to_dict(), "resume": False, "estimate_only": False}, fsync=True)
     if rc.resume and not rc.estimate_only:
-        print(f"resuming the reproduction in {out} (its estimate was printed when it started)")
+        log.info("resuming the reproduction in %s (its estimate was printed when it started)", out)
     else:
         lines, numbers = estimate(plans, device, rc.warmup_steps)
-        print("\n".join(lines))
+        log.info("%s", "\n".join(lines))
         if rc.estimate_only:
             return {"estimate": numbers}
     results = [train_row(p, out) if p.config is not None else {"row": p.row, "status": p.status,
@@ -366,14 +369,14 @@ def train_row(p: RowPlan, out: Path) -> dict:
     row_dir = out / row_folder(p.row)
     done = row_dir / "summary.json"
     if done.is_file():
-        print(f"{p.row}: finished earlier, kept ({done})")
+        log.info("%s: finished earlier, kept (%s)", p.row, done)
         return {"row": p.row, "status": "done", "summary": json.loads(done.read_text(encoding="utf-8"))}
     config = dataclasses.replace(p.config, out=str(row_dir), resume=(row_dir / "config.json").is_file())
-    print(f"\n== {p.row}: {'resuming' if config.resume else 'training'} in {row_dir}")
+    log.info("\n== %s: %s in %s", p.row, "resuming" if config.resume else "training", row_dir)
     try:
         return {"row": p.row, "status": "done", "summary": train.run(config)}
     except IpceError as err:  # bad images, a missing weight file: the other rows still run
-        print(f"{p.row}: failed: {err}")
+        log.info("%s: failed: %s", p.row, err)
         return {"row": p.row, "status": "failed", "reason": str(err)}
 
 
@@ -493,4 +496,4 @@ def write_table(out: Path, table: dict) -> None:
                             "paper": (r["paper"]["srcc"], r["paper"]["plcc"]) if r["paper"] else None}
                            for r in done], out / "table.png", title=f"ours ({table['protocol']} protocol, "
                                                                     f"{table['splits']} splits) against the paper")
-    print(f"\n{text}\ntable in {out / 'table.md'}, {out / 'table.json'}" + (f", {out / 'table.png'}" if done else ""))
+    log.info("\n%s\ntable in %s, %s%s", text, out / "table.md", out / "table.json", f", {out / 'table.png'}" if done else "")

@@ -8,6 +8,7 @@ last epoch for --resume), then `finish_split` (test part, plots, result.json).
 """
 from __future__ import annotations
 
+import logging
 import dataclasses
 from dataclasses import dataclass, field
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from ipce.config import TrainConfig
 from ipce.datasets.loader import ViewDataset, make_loader
@@ -34,7 +34,10 @@ from ipce.utils.distributed import dist_info, gather, is_main, setup_distributed
 from ipce.utils.io import save_torch, write_csv, write_text
 from ipce.utils.metrics import with_current_names
 from ipce.utils.precision import autocast
+from ipce.utils.progress import progress_bar
 
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------- schedule
 def schedule_positions(epochs: int, t_max: int) -> list[int]:
@@ -130,7 +133,7 @@ def check_files(config: TrainConfig, found):
 
     if is_main():
         for warning in found.warnings:
-            print(f"warning: {warning.message}")
+            log.warning("%s", warning.message)
     report = check_annotations(found, workers=max(config.workers, 1), progress=is_main() and config.progress)
     if report.ok:
         return found.records
@@ -141,7 +144,7 @@ def check_files(config: TrainConfig, found):
                         details=lines + ([f"... and {more} more"] if more > 0 else []))
     kept = filter_bad(found.records, report)
     if is_main():
-        print(f"--skip-bad: dropped {found.rows - len(kept)} bad records of {found.rows}")
+        log.info("--skip-bad: dropped %d bad records of %d", found.rows - len(kept), found.rows)
     return kept
 
 
@@ -379,7 +382,7 @@ def load_state(state: SplitRun) -> None:
     state.best, state.start_epoch = with_current_names(saved["best"]), saved["epoch"] + 1
     torch.set_rng_state(saved["torch_rng"])
     if is_main():
-        print(f"split {state.k}: resuming after epoch {state.start_epoch} from {state.state_path}")
+        log.info("split %d: resuming after epoch %d from %s", state.k, state.start_epoch, state.state_path)
 
 
 def batch_loss(scores: torch.Tensor, targets: torch.Tensor, scale: ScoreScale) -> torch.Tensor:
@@ -452,8 +455,8 @@ def train_one_epoch(state: SplitRun, config: TrainConfig, epoch: int, device: to
     # the losses stay on the device, summed in float64 (the arithmetic of a Python float sum); the host
     # reads one every `log_every` steps for the bar, and the sums at the end
     sums = {kind: [torch.zeros((), dtype=torch.float64, device=device), 0] for kind in ("mos", "pref")}
-    bar = tqdm(total=state.train_images, desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}", unit="img",
-               disable=not (is_main() and config.progress), dynamic_ncols=True, leave=False)
+    bar = progress_bar(total=state.train_images, desc=f"split {state.k} epoch {epoch + 1}/{config.epochs}",
+                       unit="img", enabled=is_main() and config.progress, leave=False)
     state.optimizer.zero_grad(set_to_none=True)
     for step, (kind, batch, group_batch) in enumerate(interleave(loaders)):
         loss = step_loss(state, config, kind, batch, group_batch, device)
@@ -509,7 +512,7 @@ def end_epoch(state: SplitRun, config: TrainConfig, metrics: dict, order, pred) 
                 if record.get(key) is not None:
                     state.writer.add_scalar(key, record[key], epoch)
         save_state(state, epoch - 1)
-        tqdm.write(epoch_line(record).replace("{k}", str(state.k)))
+        log.info("%s", epoch_line(record).replace("{k}", str(state.k)))
     state.best = gather(state.best)[0]  # every rank agrees with rank 0
 
 
@@ -565,10 +568,10 @@ def drop_last_state(state_path: Path, keep: bool) -> None:
     if not state_path.is_file():
         return
     if keep:
-        print(f"kept {state_path} (--keep-last)")
+        log.info("kept %s (--keep-last)", state_path)
     else:
         state_path.unlink()
-        print(f"removed {state_path}: the split finished, the resume state is not needed (--keep-last keeps it)")
+        log.info("removed %s: the split finished, the resume state is not needed (--keep-last keeps it)", state_path)
 
 
 def plot_split(split_dir: Path, history: list[dict], k: int) -> None:
@@ -618,9 +621,9 @@ def run(config: TrainConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
         write_text(out / "config.json", json.dumps(config.to_dict(), indent=2) + "\n")
         for check in split_checks:
-            print(f"{config.splits_dir}: {check.line()}")
+            log.info("%s: %s", config.splits_dir, check.line())
         held = f"{len(records)} records" + (f", {len(prefs)} preference groups" if prefs else "")
-        print(f"ipce train: {held}, splits {chosen}, {config.epochs} epochs, out {out}")
+        log.info("ipce train: %s, splits %s, %d epochs, out %s", held, chosen, config.epochs, out)
     results = []
     for k in chosen:
         split_dir = out / f"split{k}"
@@ -687,7 +690,7 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
     write_json(out / "summary.json", summary, fsync=True)
     write_text(out / "summary.md", f"# {summary_title(config, target)}\n\n{table}\n\n{note}\n{data_notes(data or {})}",
                fsync=True)
-    print(f"\n{table}\n\n{note}\nresults in {out}")
+    log.info("\n%s\n\n%s\nresults in %s", table, note, out)
     return summary
 
 

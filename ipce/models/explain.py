@@ -31,7 +31,7 @@ def quality_map(image: Image.Image, models: list[CorrespondenceScorer], views: l
                 progress: bool = False) -> ModelMaps:
     """The grid of `image` (RGB) for each model with its view settings and its text (one resize for
     all), crops encoded `batch_size` at a time; call under no_grad and the caller's autocast."""
-    from tqdm.auto import tqdm
+    from ipce.utils.progress import progress_bar
 
     resized = adaptive_resize(image, views[0].resize)
     tensor = to_normalized_tensor(resized)
@@ -43,8 +43,8 @@ def quality_map(image: Image.Image, models: list[CorrespondenceScorer], views: l
     crops = [tensor[:, top:top + CROP, left:left + CROP] for top, left in positions] + [global_view(tensor)]
     last = len(crops) - 1  # the global view
     crop_scores, global_scores, final_scores = [], [], []
-    with tqdm(total=len(crops) * len(models), desc="explain", unit="crop", disable=not progress,
-              dynamic_ncols=True, leave=False) as bar:
+    with progress_bar(total=len(crops) * len(models), desc="explain", unit="crop", enabled=progress,
+                      leave=False) as bar:
         for model, chosen, text in zip(models, evaluation, texts):
             model.eval()
             feats = []

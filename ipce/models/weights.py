@@ -100,7 +100,7 @@ def fetch(name: str, folder: Path | None = None, url: str | None = None, progres
     """Download OpenAI's weight file of `name` into `folder` (default ~/.cache/clip/) and return its path.
     A `<file>.part` left by an interrupted download is resumed; the SHA-256 is checked before the file
     is renamed to its final name, and a file that does not match is removed and refused."""
-    from tqdm import tqdm
+    from ipce.utils.progress import progress_bar
 
     known = OPENAI_WEIGHTS.get(name)
     if known is None:
@@ -119,9 +119,8 @@ def fetch(name: str, folder: Path | None = None, url: str | None = None, progres
             if start and response.status != 206:  # the server ignored the range: start again
                 start = 0
             total = response.length + start if response.length is not None else None
-            with part.open("ab" if start else "wb") as out, tqdm(
-                    total=total, initial=start, unit="B", unit_scale=True, desc=known.file,
-                    disable=not progress, dynamic_ncols=True) as bar:
+            with part.open("ab" if start else "wb") as out, progress_bar(
+                    total=total, initial=start, unit="B", unit_scale=True, desc=known.file, enabled=progress) as bar:
                 try:
                     for block in iter(lambda: response.read(CHUNK), b""):
                         out.write(block)
