@@ -103,6 +103,31 @@ def test_image_chunks_equal_one_call():
     assert torch.allclose(whole, chunked, atol=1e-6)
 
 
+@pytest.mark.parametrize("caller_threads", [1, 2])
+def test_text_thread_uses_its_callers_thread_count(caller_threads):
+    """The text thread lives on after a command sets torch's threads in this process; it must run
+    with the caller's count (OpenMP's is per thread), or bf16 sums round differently."""
+    model = make_tiny_scorer()
+    crops, global_view = views_of(3)
+    before = torch.get_num_threads()
+    try:
+        with torch.no_grad():
+            model.overlap_text = True
+            model(crops, global_view, PROMPTS[:3])  # the text thread exists now, at `before`
+            torch.set_num_threads(caller_threads)
+            got = {}
+            for overlap in (False, True):
+                for amp in (False, True):
+                    model.overlap_text = overlap
+                    model.text_cache.clear()
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                        got[overlap, amp] = model(crops, global_view, PROMPTS[:3])
+    finally:
+        torch.set_num_threads(before)
+    for amp in (False, True):
+        assert torch.equal(got[True, amp], got[False, amp])
+
+
 def test_text_thread_gives_the_scores_of_one_thread_under_its_callers_autocast():
     model = make_tiny_scorer()
     crops, global_view = views_of(3)

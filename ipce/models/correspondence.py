@@ -300,8 +300,13 @@ class CorrespondenceScorer(nn.Module):
         (autocast and grad mode are per thread)."""
         device_type = self.clip.positional_embedding.device.type
         amp, dtype = torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+        threads = torch.get_num_threads()
 
         def texts() -> torch.Tensor:
+            # OpenMP's thread count is per thread: without this the text tower keeps the count the
+            # process started with, and its reductions round differently from the caller's.
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
             with torch.no_grad(), torch.autocast(device_type, dtype=dtype, enabled=amp):
                 return self.text_features(prompts)
         return _text_thread().submit(texts)
