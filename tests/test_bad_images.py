@@ -10,13 +10,13 @@ pytest.importorskip("fastapi", reason='the serve extra is not installed (pip ins
 pytest.importorskip("gradio", reason='the serve extra is not installed (pip install -e ".[serve]")')
 pytest.importorskip("httpx", reason="httpx (FastAPI's TestClient) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import ipce  # noqa: E402
-from ipce.cli import main  # noqa: E402
-from ipce.serve.app import build_app  # noqa: E402
-from ipce.serve.page import score_files  # noqa: E402
-from tests.conftest import random_image, tiny_checkpoint  # noqa: E402
+import ipce
+from ipce.cli import main
+from ipce.serve.app import build_app
+from ipce.serve.page import score_files
+from tests.conftest import random_image, tiny_checkpoint
 
 VIEWS = ["--resize", "224", "--patches", "2"]
 PROMPT = "a red fox in the snow"

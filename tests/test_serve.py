@@ -18,15 +18,15 @@ pytest.importorskip("fastapi", reason='the serve extra is not installed (pip ins
 pytest.importorskip("uvicorn", reason='the serve extra is not installed (pip install -e ".[serve]")')
 httpx = pytest.importorskip("httpx", reason="httpx (FastAPI's TestClient) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
-import ipce  # noqa: E402
-from ipce.cli import main  # noqa: E402
-from ipce.errors import IpceError  # noqa: E402
-from ipce.serve.app import build_app, listen, make_server  # noqa: E402
-from ipce.serve.batch import Batcher  # noqa: E402
-from tests.conftest import random_image, tiny_checkpoint  # noqa: E402
+import ipce
+from ipce.cli import main
+from ipce.errors import IpceError
+from ipce.serve.app import build_app, listen, make_server
+from ipce.serve.batch import Batcher
+from tests.conftest import random_image, tiny_checkpoint
 
 VIEWS = {"resize": 224, "patches": 2}  # small views: the same on both sides of every comparison
 LIMIT = 200_000  # the test app's upload limit, bytes

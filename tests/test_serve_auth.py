@@ -16,14 +16,14 @@ pytest.importorskip("fastapi", reason='the serve extra is not installed (pip ins
 pytest.importorskip("gradio", reason='the serve extra is not installed (pip install -e ".[serve]")')
 httpx = pytest.importorskip("httpx", reason="httpx (FastAPI's TestClient) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
-from PIL import Image  # noqa: E402
+from fastapi.testclient import TestClient
+from PIL import Image
 
-import ipce  # noqa: E402
-from ipce.cli import main  # noqa: E402
-from ipce.serve.app import build_app, listen, make_server  # noqa: E402
-from ipce.serve.auth import MIN_TOKEN_CHARS, TOKEN_ENV, TokenAuth, read_token  # noqa: E402
-from tests.conftest import random_image, tiny_checkpoint  # noqa: E402
+import ipce
+from ipce.cli import main
+from ipce.serve.app import build_app, listen, make_server
+from ipce.serve.auth import MIN_TOKEN_CHARS, TOKEN_ENV, TokenAuth, read_token
+from tests.conftest import random_image, tiny_checkpoint
 
 VIEWS = {"resize": 224, "patches": 2}
 TOKEN = "s3cret-token-of-32-characters-xx"

@@ -17,19 +17,19 @@ if not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)):
     pytest.skip(f"{CHROMIUM} or {CHROMEDRIVER} missing: apt-get install chromium chromium-driver (.ci/run does)",
                 allow_module_level=True)
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.options import Options  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+import httpx
+import numpy as np
+from selenium import webdriver
+from selenium.webdriver.chrome.options import Options
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
-import ipce  # noqa: E402
-from ipce.serve.app import build_app  # noqa: E402
-from ipce.demo.synthetic import degrade, render  # noqa: E402
-from tests.conftest import tiny_checkpoint  # noqa: E402
-from tests.test_serve import running  # noqa: E402
+import ipce
+from ipce.serve.app import build_app
+from ipce.demo.synthetic import degrade, render
+from tests.conftest import tiny_checkpoint
+from tests.test_serve import running
 
 pytestmark = pytest.mark.slow
 PROMPT = "two red circles on a blue background"

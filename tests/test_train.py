@@ -16,8 +16,7 @@ import pytest
 
 import ipce
 from ipce.cli import main
-from ipce.config import make_config
-from ipce.engine.train import epoch_lrs, run, schedule_positions
+from ipce.engine.train import epoch_lrs, schedule_positions
 from ipce.utils.metrics import srcc
 from tests.datagen import brightness_dataset, tiny_flags
 

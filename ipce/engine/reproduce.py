@@ -227,7 +227,7 @@ def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
 
     model.eval()
     eval_s = timed(eval_step) / eval_batch
-    del model, optimizer
+    model = optimizer = None  # freed (the closures above are done with them)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the rows' training starts with the memory free
     note = (f"{config.backbone} {config.precision}, batch {batch} x {config.train_patches + 1} views: "

@@ -82,7 +82,7 @@ def read_metadata(path: str | Path) -> dict | None:
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = (f.metadata() or {}).get("ipce")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001  (safetensors raises several types for a file that is not one)
         raise WeightsError(f"{path}: not a readable safetensors file ({err})") from None
     return json.loads(raw) if raw else None
 

@@ -169,7 +169,7 @@ def load_onnx(path: str | Path, device: str | torch.device = "cpu") -> tuple[Onn
         raise WeightsError(f"{path}: not a folder of ONNX graphs; --runtime onnxruntime takes the folder of "
                            f"`ipce export CHECKPOINT --format onnx --out DIR`")
     try:
-        import onnxruntime  # noqa: F401
+        import onnxruntime  # noqa: F401  (imported only to say, before any work, that it is missing)
     except ImportError:
         raise IpceError(f"--runtime onnxruntime needs onnxruntime: {INSTALL}") from None
     for key in ("image_encoder", "text_encoder"):

@@ -16,64 +16,21 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from ipce.datasets.images import decode_rgb
 from ipce.datasets.sources import generator_of
 from ipce.serve.batch import Batcher
-from ipce.errors import DataError, IpceError
+from ipce.serve.uploads import RequestError, Upload, decode_uploads
+from ipce.errors import IpceError
 
 log = logging.getLogger("ipce.serve")
 
 SCORE_FIELDS = ("images", "prompt", "prompts", "names")  # `names`: JSON only; multipart files carry their own
-
-
-class RequestError(Exception):
-    """A bad request: its HTTP status and the one-line message sent back as {"error": ...}."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = " ".join(message.split())
-
-
-@dataclass
-class Upload:
-    """One image of a request: its bytes and how messages name it (`images[2] (cat.png)`)."""
-    data: bytes
-    label: str
-    name: str | None = None
-
-
-def decode_upload(upload: Upload) -> Image.Image:
-    """The upload as an RGB image, or a RequestError (422) naming it: the checks a file gets
-    (ipce.datasets.images), on the bytes in memory."""
-    try:
-        return decode_rgb(upload.data, upload.label)
-    except DataError as exc:
-        raise RequestError(422, exc.message) from None
-
-
-def decode_uploads(uploads: list[Upload]) -> tuple[dict[int, Image.Image], list[dict]]:
-    """({index: RGB image} of the uploads that decode, [{"index", "name", "error"}] of the others):
-    a bad image among good ones is named and the rest scored; a RequestError (422) naming each when
-    none decodes."""
-    images, failed = {}, []
-    for i, upload in enumerate(uploads):
-        try:
-            images[i] = decode_upload(upload)
-        except RequestError as exc:
-            failed.append({"index": i, "name": upload.name or upload.label, "error": exc.message})
-    if not images:
-        raise RequestError(422, "; ".join(f["error"] for f in failed))
-    return images, failed
 
 
 # ----------------------------------------------------------------------------- reading a request

@@ -9,11 +9,11 @@ from pathlib import Path
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page calls nothing outside the machine
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from ipce.api import render_quality_map  # noqa: E402
-from ipce.datasets.sources import generator_of  # noqa: E402
-from ipce.serve.app import RequestError, Upload, decode_upload  # noqa: E402
+from ipce.api import render_quality_map
+from ipce.datasets.sources import generator_of
+from ipce.serve.uploads import RequestError, Upload, decode_upload
 
 # system fonts only: the default theme would fetch its font from the web
 THEME = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
