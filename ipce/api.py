@@ -9,15 +9,15 @@ from typing import Iterable, Sequence
 import torch
 from PIL import Image
 
-from ipce.datasets.sources import generator_of, prefixed_prompt  # ipce.api.prefixed_prompt stays importable
+from ipce.datasets.sources import generator_of, prefixed_prompt
 from ipce.models.views import ViewConfig, make_views
 from ipce.errors import IpceError
 from ipce.models.correspondence import CorrespondenceScorer, score_from_probs
 from ipce.models.explain import quality_map
 from ipce.models.reward import RewardFn, view_scores
 from ipce.models.scale import ScoreScale, scale_of
-from ipce.utils.maps import QualityMap, render_quality_map  # noqa: F401  (ipce.api.render_quality_map)
-from ipce.utils.precision import PRECISIONS, autocast  # noqa: F401  (ipce.api.PRECISIONS stays importable)
+from ipce.utils.maps import QualityMap
+from ipce.utils.precision import autocast
 
 log = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", choices=["original"], default=None,
                    help="write the original authors' split folders of --preset (shipped with ipce) into --out, "
                         "in their layout (<out>/<k>/train.csv, val.csv, numbered as published); needs no data")
-    add_n_splits_argument(p, old_spelling=True)
+    add_n_splits_argument(p)
     p.add_argument("--ratio", type=float, default=0.8, help="training fraction of each split")
     p.add_argument("--seed", type=int, default=20200626, help="random seed")
     add_group_by_argument(p)

@@ -131,21 +131,6 @@ def test_train_preset_names_stay_in_its_help():
     assert all(name in help_text for name in ("agiqa1k", "agiqa3k", "aigciqa2023", "aigcqa30k"))
 
 
-def _split_files(folder):
-    return {p.relative_to(folder).as_posix(): p.read_text() for p in sorted(folder.rglob("*.csv"))}
-
-
-def test_old_n_still_works_with_a_note(tmp_path, capsys):
-    annotations, images = build_custom(tmp_path / "data", n=10)
-    common = ["splits", "--annotations", str(annotations), "--images", str(images), "--seed", "3"]
-    assert main([*common, "--n", "3", "--out", str(tmp_path / "old")]) == 0
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "--n is the old spelling of --n-splits" in err
-    assert main([*common, "--n-splits", "3", "--out", str(tmp_path / "new")]) == 0
-    assert capsys.readouterr().err == ""
-    old, new = _split_files(tmp_path / "old"), _split_files(tmp_path / "new")
-    assert len(old) == 6 and old == new
-    assert "--n" not in PARSERS["splits"].format_help().replace("--n-splits", "")  # hidden
 
 
 def test_predict_with_an_unreadable_image_exits_3(tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import ipce
-from ipce.api import QualityMap, render_quality_map
+from ipce.utils.maps import QualityMap, render_quality_map
 from ipce.cli import main
 from ipce.errors import IpceError
 from ipce.models.views import crop_grid, crop_positions, grid_positions, resized_size

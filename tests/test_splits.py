@@ -219,7 +219,7 @@ def test_splits_command_writes_the_layout(tmp_path, capsys):
     (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
     code = main(["splits", "--annotations", str(tmp_path / "l.csv"), "--images", str(images), "--out", str(out),
-                 "--n", "4", "--seed", "5", "--group-by", "prompt"])
+                 "--n-splits", "4", "--seed", "5", "--group-by", "prompt"])
     assert code == 0
     assert "4 split(s)" in capsys.readouterr().out
     records = read_custom(tmp_path / "l.csv", images)

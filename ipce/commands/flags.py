@@ -219,7 +219,6 @@ PROGRESS_HELP = "no progress bars"
 GROUP_BY_CHOICES = ("prompt", "generator")
 GROUP_BY_HELP = ("keep all records with the same prompt (or generator) on one side of every split (default: none, "
                  "records are split one by one)")
-PRESET_METAVAR = "NAME"
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -244,27 +243,6 @@ class HelpFormatter(argparse.HelpFormatter):
         if shown and "default" not in text:
             text += " (default: %(default)s)"
         return text
-
-
-class OldSpelling(argparse.Action):
-    """A flag's former name: still accepted, with a one-line note on stderr; not shown in --help."""
-
-    def __init__(self, option_strings, dest, new: str, **kwargs):
-        self.new = new
-        super().__init__(option_strings, dest, **kwargs)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        import sys
-
-        print(f"ipce: note: {option_string} is the old spelling of {self.new}; it still works, {self.new} is "
-              "the name to use", file=sys.stderr)
-        setattr(namespace, self.dest, values)
-
-
-def add_old_spelling(p: argparse.ArgumentParser | argparse._ArgumentGroup, old: str, new: str, dest: str,
-                     **kwargs) -> None:
-    p.add_argument(old, dest=dest, action=OldSpelling, new=new, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
-                   **kwargs)
 
 
 def add_device_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
@@ -334,13 +312,10 @@ def add_group_by_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup) 
     p.add_argument("--group-by", choices=GROUP_BY_CHOICES, default=None, help=GROUP_BY_HELP)
 
 
-def add_n_splits_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True,
-                          old_spelling: bool = False) -> None:
-    """`--n-splits N`; `old_spelling`: also, hidden, `--n` (what ipce splits called it)."""
+def add_n_splits_argument(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True) -> None:
+    """`--n-splits N`."""
     p.add_argument("--n-splits", type=int, default=10 if defaults else None, metavar="N",
                    help="number of random splits" + ("" if defaults else " (default: 10)"))
-    if old_spelling:
-        add_old_spelling(p, "--n", "--n-splits", "n_splits", type=int, metavar="N")
 
 
 COMBINE_HELP = "ensemble rule: mean, or product (q1*q2/5, the NTIRE 2024 final entry) (default: mean)"

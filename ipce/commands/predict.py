@@ -53,7 +53,7 @@ from ipce.commands.flags import (EXIT_PARTIAL, add_data_source_arguments, add_mo
 from ipce.datasets.checks import prompt_warnings
 from ipce.errors import IpceError
 
-EXIT_SKIPPED = EXIT_PARTIAL  # finished, with the unreadable images skipped (was 2, argparse's usage status)
+EXIT_SKIPPED = EXIT_PARTIAL  # finished, with the unreadable images skipped
 
 
 # ----------------------------------------------------------------------------- flags

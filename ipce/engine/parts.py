@@ -36,12 +36,10 @@ FORMAT = "ipce predict parts 1"
 # ----------------------------------------------------------------------------- settings
 
 def file_identity(path: str | Path) -> dict:
-    """{path, size, sha256} of a file (read in 1 MiB chunks)."""
+    """{path, size, sha256} of a file."""
     path = Path(path)
-    digest = hashlib.sha256()
     with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
+        digest = hashlib.file_digest(f, "sha256")
     return {"path": str(path.resolve()), "size": path.stat().st_size, "sha256": digest.hexdigest()}
 
 

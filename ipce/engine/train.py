@@ -32,7 +32,6 @@ from ipce.models.scale import MODEL_RANGE, ScoreScale, scale_of
 from ipce.models.speed import apply_speed_options, speed_settings
 from ipce.utils.distributed import dist_info, gather, is_main, setup_distributed
 from ipce.utils.io import save_torch, write_csv, write_text
-from ipce.utils.metrics import with_current_names
 from ipce.utils.precision import autocast
 from ipce.utils.progress import progress_bar
 
@@ -377,9 +376,8 @@ def load_state(state: SplitRun) -> None:
     state.model.clip.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scaler.load_state_dict(saved["scaler"])
-    # a state written before the metric's rename holds "main": read under the current name
-    state.history = [with_current_names(h) for h in saved["history"]]
-    state.best, state.start_epoch = with_current_names(saved["best"]), saved["epoch"] + 1
+    state.history = saved["history"]
+    state.best, state.start_epoch = saved["best"], saved["epoch"] + 1
     torch.set_rng_state(saved["torch_rng"])
     if is_main():
         log.info("split %d: resuming after epoch %d from %s", state.k, state.start_epoch, state.state_path)
@@ -629,7 +627,7 @@ def run(config: TrainConfig) -> dict:
         split_dir = out / f"split{k}"
         done = split_dir / "result.json"
         if config.resume and done.is_file():
-            results.append(with_current_names(json.loads(done.read_text())))  # "main" of older runs
+            results.append(json.loads(done.read_text()))
             continue
         results.append(train_split(config, records, splits[k], k, split_dir, device,
                                    (prefs, pref_splits[k]) if prefs else None))

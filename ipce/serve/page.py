@@ -11,7 +11,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # the page calls not
 
 import gradio as gr
 
-from ipce.api import render_quality_map
+from ipce.utils.maps import render_quality_map
 from ipce.datasets.sources import generator_of
 from ipce.serve.uploads import RequestError, Upload, decode_upload
 

@@ -14,8 +14,7 @@
   ``kendall_tau``, the mean over groups of Kendall's tau-b between scores and human order
   (groups whose images are all tied have none and are skipped).
 * ``srcc_plcc_mean = (srcc + plcc) / 2`` with the *plain* PLCC, as Peng et al. (CVPRW 2024)
-  report and as the trainer selects epochs (files written before its rename call it ``main``:
-  ``with_current_names``).
+  report and as the trainer selects epochs.
 
 NaN policy: a correlation that is undefined (constant predictions or constant
 MOS) is ``nan`` rather than an error, and so is every metric when a prediction is
@@ -39,7 +38,6 @@ from scipy.special import expit
 __all__ = [
     "METRIC_KEYS",
     "PREFERENCE_KEYS",
-    "RENAMED_KEYS",
     "LogisticFit",
     "compute_metrics",
     "fit_logistic",
@@ -50,13 +48,10 @@ __all__ = [
     "rmse",
     "srcc",
     "summarize",
-    "with_current_names",
 ]
 
 PREFERENCE_KEYS = ("pair_accuracy", "pair_accuracy_ties", "kendall_tau")
 METRIC_KEYS = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
-# Keys of files written before the rename (metrics.jsonl, last.pt, result.json) -> their current names.
-RENAMED_KEYS = {"main": "srcc_plcc_mean", "val_main": "val_srcc_plcc_mean"}
 
 _MAXFEV = 20000
 # The linear fallback is written as a logistic whose scale is this many times the
@@ -358,11 +353,6 @@ def preference_metrics(scores, ranks) -> dict[str, float | int]:
         out = {k: math.nan for k in out}
     return {**out, "pairs": int(untied.sum()), "tied_pairs": int((~untied).sum()), "groups": len(taus)}
 
-
-def with_current_names(record: dict) -> dict:
-    """A copy of `record` (an epoch's or a split's metrics) with the keys of older files
-    (``RENAMED_KEYS``: ``main``, ``val_main``) under their current names."""
-    return {RENAMED_KEYS.get(k, k): v for k, v in record.items()}
 
 
 def _is_number(v) -> bool:
