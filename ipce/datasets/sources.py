@@ -145,7 +145,8 @@ def prefixed_prompt(prompt: str, prefix: str | None, generator: str | None) -> s
     if prefix != "generator":
         raise IpceError(f"--prompt-prefix must be 'none' or 'generator', not {prefix!r}")
     if not generator:
-        raise IpceError("--prompt-prefix generator needs each image's generator (its file name up to the first '_')")
+        raise IpceError("--prompt-prefix generator needs each image's generator: a file name that starts with it "
+                        "and '_' (DALLE3_0001.png), or in Python generators=[...] (one per image)")
     return f"{generator} {prompt}"
 
 
