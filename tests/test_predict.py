@@ -212,3 +212,17 @@ def test_a_prompts_file_that_misses_images_says_how_many(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "3 image file(s)" in err and str(prompts_csv) in err and "not scored (e.g. w.png)" in err
     assert [r["image"] for r in read_rows(out)] == ["y.jpg"]
+
+
+def test_a_folder_yields_every_image_suffix_ipce_reads(tmp_path):
+    from PIL import Image
+
+    from ipce.datasets.sources import IMAGE_EXTENSIONS
+    from ipce.engine.predict import folder_records
+
+    for i, suffix in enumerate(IMAGE_EXTENSIONS):
+        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(tmp_path / f"g_{i}{suffix}")
+    (tmp_path / "notes.txt").write_text("not an image")
+    names = [r.name for r in folder_records(tmp_path, "a cat")]
+    assert sorted(names) == sorted(f"g_{i}{s}" for i, s in enumerate(IMAGE_EXTENSIONS))
+    assert "g_7.gif" in names

@@ -43,6 +43,7 @@ ANNOTATION_KINDS: dict[str, str] = {
     "bad-option": "an unknown preset, subset or target was asked for",
 }
 
+# every image suffix ipce reads (ipce.datasets.images decodes each; a GIF or TIFF gives its first frame)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 _NAME_HEADERS = {"name", "image", "image_name", "imagename", "img", "img_name", "file", "filename",
                  "file_name", "path", "image_path"}

@@ -7,9 +7,8 @@ import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ipce.datasets.sources import IMAGE_EXTENSIONS
 from ipce.errors import DataError, IpceError
-
-FOLDER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def folder_records(folder: str | Path, prompt: str):
@@ -21,9 +20,9 @@ def folder_records(folder: str | Path, prompt: str):
         raise DataError(f"{folder}: images folder not found; check --images", kind="missing-file", path=folder)
     if not prompt.strip():
         raise IpceError("--prompt: the prompt is empty")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir())
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
     if not files:
-        raise IpceError(f"{folder}: no image files ({', '.join(s[1:] for s in FOLDER_SUFFIXES)}) in --images")
+        raise IpceError(f"{folder}: no image files ({', '.join(s[1:] for s in IMAGE_EXTENSIONS)}) in --images")
     return [Record(image=Path(os.path.abspath(p)), prompt=prompt, target=None, name=p.name,
                    generator=generator_of(p.name)) for p in files]
 
@@ -31,7 +30,7 @@ def folder_records(folder: str | Path, prompt: str):
 def unlisted_images(folder: str | Path, records) -> list[Path]:
     """The image files directly in `folder` that no record names (a prompts file that misses some)."""
     listed = {os.path.normcase(str(r.image)) for r in records}
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in FOLDER_SUFFIXES and not p.is_dir())
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir())
     return [p for p in files if os.path.normcase(os.path.abspath(p)) not in listed]
 
 
