@@ -58,7 +58,7 @@ def _add_check_data(sub: argparse._SubParsersAction) -> None:
                    "record is unusable.")
     add_data_source_arguments(p)
     add_preference_arguments(p)
-    p.add_argument("--report", default=None, help="write problems and warnings to this CSV (path,row,severity,problem)")
+    p.add_argument("--report", default=None, help="write problems and warnings to this CSV (path,row,image,severity,problem)")
     add_workers_argument(p)
     add_progress_argument(p)
     p.set_defaults(run=_command("check_data", "check_data_command"))

@@ -150,6 +150,23 @@ def test_one_run_lists_every_bad_row_bad_image_and_duplicate(tmp_path, capsys, m
     assert "warnings: 1 (duplicate 1" in out and "rows 6 (score 2) and 7 (score 4)" in out
 
 
+def test_every_reported_row_names_its_image(tmp_path, capsys):
+    images = tmp_path / "imgs"
+    names = [f"pic{i:02d}.png" for i in range(2, 16)]  # rows 2..15
+    for name in names[:-2]:
+        write_image(images / name, size=(8, 8))
+    lines = ["image,prompt,mos", *(f"{name},a cat,1" for name in names)]
+    lines[-1] = f"{names[-1]},a cat,oops"  # row 15: bad score; row 14: image missing
+    (tmp_path / "l.csv").write_text("\n".join(lines) + "\n")
+    report = tmp_path / "r.csv"
+    assert main(["check-data", "--annotations", str(tmp_path / "l.csv"), "--images", str(images),
+                 "--target-col", "mos", "--no-progress", "--report", str(report)]) == 1
+    out = capsys.readouterr().out
+    assert "bad-score (row 15, image 'pic15.png'): " in out and "missing (row 14, image 'pic14.png'): " in out
+    assert {(r["row"], r["image"], r["problem"].split(":")[0]) for r in _report_rows(report)} == \
+        {("15", "pic15.png", "bad-score"), ("14", "pic14.png", "missing")}
+
+
 def test_scores_off_the_model_scale_point_to_mos_range(tmp_path, capsys):
     images = tmp_path / "imgs"
     write_image(images / "a.png", size=(8, 8))

@@ -3,7 +3,7 @@
 Every problem is reported in one run: bad rows, bad images, and duplicated images
 (warnings). Exit status 0 when every record is usable (warnings allowed), 1 when
 any is not or the annotation file itself cannot be read. `--report FILE.csv` gets
-one `path,row,severity,problem` row per problem and warning.
+one `path,row,image,severity,problem` row per problem and warning.
 """
 from __future__ import annotations
 
@@ -84,7 +84,7 @@ def _problem_lines(problems, warnings, show: int = 10) -> list[str]:
             continue
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(Counter(p.kind for p in items).items()))
         lines.append(f"{label}: {len(items)} ({kinds}{'; reported, not a failure' if label == 'warnings' else ''})")
-        lines += [f"  {item.kind}: {item.message}" for item in items[:show]]
+        lines += [f"  {item.kind}{item.where()}: {item.message}" for item in items[:show]]
         if len(items) > show:
             lines.append(f"  ... and {len(items) - show} more (write them all with --report FILE.csv)")
     return lines

@@ -135,7 +135,7 @@ def check_records(records, workers: int = 2, progress: bool = True) -> CheckRepo
         kind, message = result
         if kind != "missing":
             found += 1
-        problems.append(Problem(path=str(rec.image), row=rec.row, kind=kind, message=message))
+        problems.append(Problem(path=str(rec.image), row=rec.row, kind=kind, message=message, image=rec.name))
     scores = [rec.target for rec in records if rec.target is not None]
     return CheckReport(
         records=len(records), images_found=found, problems=problems,
@@ -195,8 +195,7 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
                      "their scores are unreliable)")
     for label, items in (("", report.problems), ("warning ", report.warnings)):
         for item in items[:show]:
-            where = f" (row {item.row})" if item.row is not None else ""
-            lines.append(f"  {label}{item.kind}{where}: {item.message}")
+            lines.append(f"  {label}{item.kind}{item.where()}: {item.message}")
         if len(items) > show:
             lines.append(f"  ... and {len(items) - show} more {label or 'problem'}(s) "
                          "(write them all with --report FILE.csv)")
@@ -204,8 +203,8 @@ def format_report(report: CheckReport, source: str = "", show: int = 10) -> str:
 
 
 def write_report_csv(path, problems, warnings=()) -> None:
-    """Write `path,row,severity,problem` rows (severity error or warning, problem = "kind: message");
-    written atomically."""
-    rows = [[p.path, "" if p.row is None else p.row, severity, f"{p.kind}: {p.message}"]
+    """Write `path,row,image,severity,problem` rows (image as the annotations name it, "" when unknown;
+    severity error or warning; problem = "kind: message"); written atomically."""
+    rows = [[p.path, "" if p.row is None else p.row, p.image, severity, f"{p.kind}: {p.message}"]
             for severity, items in (("error", problems), ("warning", warnings)) for p in items]
-    write_csv(path, ["path", "row", "severity", "problem"], rows)
+    write_csv(path, ["path", "row", "image", "severity", "problem"], rows)

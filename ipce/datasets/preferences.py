@@ -337,7 +337,7 @@ def check_preference_images(found: Preferences, workers: int = 2, progress: bool
         group, name = first[problem.path]
         bad[problem.path] = problem.kind
         problems.append(Problem(problem.path, group.row, problem.kind,
-                                f"{group.where()}: image {name!r}: {problem.message}"))
+                                f"{group.where()}: image {name!r}: {problem.message}", image=name))
     return bad, problems, report
 
 

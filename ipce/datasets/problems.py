@@ -12,6 +12,13 @@ class Problem:
     row: int | None    # 1-based row of that file, when it is a row
     kind: str          # short name: bad-score, empty-prompt, duplicate, missing, truncated, ...
     message: str       # one line naming the file (and row) and the fix
+    image: str = ""    # the image the row or file is for, as the annotations name it ("" when unknown)
+
+    def where(self) -> str:
+        """' (row 15, image "cat.png")': the row and the image this problem is for, as far as known."""
+        parts = [f"row {self.row}"] if self.row is not None else []
+        parts += [f"image {self.image!r}"] if self.image else []
+        return f" ({', '.join(parts)})" if parts else ""
 
     @classmethod
     def of(cls, err: Exception) -> "Problem":

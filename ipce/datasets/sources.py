@@ -289,13 +289,13 @@ def _row_problems(path: Path, row: int, name: str, prompt: str, score,
     if not prompt.strip():
         problems.append(Problem(str(path), row, "empty-prompt",
                                 f"{path}, row {row}: empty prompt for image {_clip(name)!r}; "
-                                "fill in the prompt or remove the row"))
+                                "fill in the prompt or remove the row", image=name))
     value = None
     if score is not None:
         try:
             value = _score(score, path, row, score_column)
         except DataError as err:
-            problems.append(Problem.of(err))
+            problems.append(dataclasses.replace(Problem.of(err), image=name))
     return problems, value
 
 
@@ -352,7 +352,7 @@ def apply_duplicates(records: list[Record], policy: str, path) -> tuple[list[Rec
         differ = "; the prompts differ" if len(prompts) > 1 else ""
         warnings.append(Problem(str(path), first.row, "duplicate",
                                 f"{path}: image {_clip(first.name)!r} is listed {len(members)} times, rows {rows}"
-                                f"{differ}; {done}"))
+                                f"{differ}; {done}", image=first.name))
         if policy == "keep":
             continue
         drop.update(members[1:])
