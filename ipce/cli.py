@@ -272,7 +272,11 @@ def install_console(level: int = logging.INFO) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     install_console()
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except IpceError as err:  # a bad $IPCE_PRESETS file (train's help lists the presets)
+        print(f"ipce: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     args, extra = parser.parse_known_args(argv)
     if extra:
         _refuse_unknown(parser, args.command, extra)

@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from ipce.errors import IpceError
 from ipce.models.scale import scale_of
@@ -15,6 +17,7 @@ from ipce.utils.precision import PRECISIONS
 class TrainConfig:
     # data
     preset: str = "agiqa1k"
+    presets: str | None = None  # a user registry file read beside the bundled presets (and $IPCE_PRESETS)
     dataset: str | None = "agiqa1k"  # a published dataset key; None with annotations/images (custom data)
     data_root: str = "data"
     annotations: str | None = None
@@ -88,21 +91,78 @@ class TrainConfig:
 SPEED_FIELDS = ("compile", "channels_last", "attention", "compile_regional", "feed")
 
 
-def load_presets() -> dict[str, dict]:
+# The environment variable naming user registry files (several joined by os.pathsep), read beside the
+# bundled presets.toml: each [name] table is one dataset's recipe, in presets.toml's schema.
+PRESETS_ENV = "IPCE_PRESETS"
+_PATH_KEYS = ("annotations", "images", "preferences", "splits_dir", "data_root", "weights")
+
+
+def load_presets(extra: str | None = None) -> dict[str, dict]:
+    """Every preset: the bundled presets.toml, then each file of $IPCE_PRESETS, then `extra` (--presets
+    FILE); a later entry of the same name replaces an earlier one."""
     text = resources.files("ipce.presets").joinpath("presets.toml").read_text(encoding="utf-8")
-    return tomllib.loads(text)
+    presets = tomllib.loads(text)
+    files = [f for f in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if f.strip()]
+    for file in [*files, *([extra] if extra else [])]:
+        presets.update(_read_registry(file))
+    return presets
 
 
-def preset_names() -> list[str]:
-    return sorted(load_presets())
+def _read_registry(file: str) -> dict[str, dict]:
+    """A user registry file's entries, checked: one line naming the file and key on a bad one. Relative
+    paths (annotations, images, ...) are relative to the file's folder; an entry with `annotations` and no
+    `dataset` is custom data."""
+    path = Path(file).expanduser()
+    try:
+        entries = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise IpceError(f"{path}: cannot read the presets file ({err.strerror or err}); check --presets or "
+                        f"${PRESETS_ENV}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise IpceError(f"{path}: not a TOML presets file ({err}); write one [name] table per dataset, "
+                        "as in ipce/presets/presets.toml") from None
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig) if f.name not in ("preset", "presets")}
+    for name, entry in entries.items():
+        if not isinstance(entry, dict):
+            raise IpceError(f"{path}: {name}: not a table; write [{name}] and its settings under it")
+        for key, value in entry.items():
+            if key not in fields:
+                raise IpceError(f"{path}: [{name}] {key}: unknown setting; use TrainConfig's names "
+                                "(ipce train's flags with _ for -, e.g. batch_size)")
+            if not _fits(fields[key], value):
+                raise IpceError(f"{path}: [{name}] {key} = {value!r}: expected {fields[key].type}")
+            if key in _PATH_KEYS and not Path(value).expanduser().is_absolute():
+                entry[key] = str(path.resolve().parent / value)
+        if entry.get("annotations") and "dataset" not in entry:
+            entry["dataset"] = None
+    return entries
+
+
+def _fits(field: dataclasses.Field, value) -> bool:
+    """Whether a TOML value suits a TrainConfig field (its annotation, read as text)."""
+    kind = str(field.type)
+    if kind.startswith("bool"):
+        return isinstance(value, bool)
+    if kind.startswith("int"):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind.startswith("float"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind.startswith(("tuple", "list")):
+        return isinstance(value, list)
+    return isinstance(value, str)
+
+
+def preset_names(extra: str | None = None) -> list[str]:
+    return sorted(load_presets(extra))
 
 
 def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     """The preset's recipe with `overrides` (None values ignored) applied on top."""
-    presets = load_presets()
+    presets = load_presets(overrides.get("presets"))
     name = preset or "agiqa1k"
     if name not in presets:
-        raise IpceError(f"--preset {name}: unknown preset; choose one of {', '.join(sorted(presets))}")
+        raise IpceError(f"--preset {name}: unknown preset; choose one of {', '.join(sorted(presets))} (or add "
+                        f"it in a file given by --presets FILE or ${PRESETS_ENV})")
     values = {"preset": name, **presets[name]}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in overrides.items():
@@ -119,6 +179,8 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
         values["mos_range"] = overrides.get("mos_range")  # the preset's range is its dataset's, not this file's
         if preset is None:
             values["preset"] = "custom"
+    if values.get("presets"):
+        values["presets"] = str(Path(values["presets"]).expanduser().resolve())  # a resumed run finds it anywhere
     if values.get("mos_range") is not None:
         values["mos_range"] = tuple(float(v) for v in values["mos_range"])  # TOML and JSON give lists
     config = TrainConfig(**values)

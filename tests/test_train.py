@@ -221,3 +221,31 @@ def test_original_split_folders_train_as_published_and_are_reported(tmp_path, ca
     code = main(["train", *flags, "--splits-dir", str(splits), "--drop-overlap", "--out", str(tmp_path / "clean")])
     assert code == 0 and "(1 dropped from val)" in capsys.readouterr().out
     assert len((tmp_path / "clean" / "split0" / "val_predictions.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_a_user_presets_file_adds_a_dataset_that_trains_with_its_recipe(tmp_path):
+    annotations, images = brightness_dataset(tmp_path / "data", n=12)
+    registry = tmp_path / "mine.toml"
+    registry.write_text(f"""
+[mine]
+annotations = "data/{annotations.name}"
+images = "data/{images.name}"
+backbone = "tiny"
+resize = 224
+epochs = 1
+batch_size = 4
+lr = 1e-3
+train_patches = 1
+eval_patches = 2
+flip = false
+""")
+    out = tmp_path / "run"
+    assert main(["train", "--presets", str(registry), "--preset", "mine", "--workers", "0", "--splits", "1",
+                 "--out", str(out)]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["preset"] == "mine" and config["dataset"] is None
+    assert Path(config["annotations"]) == annotations.resolve() and Path(config["images"]) == images.resolve()
+    assert (config["backbone"], config["resize"], config["epochs"], config["batch_size"], config["eval_patches"],
+            config["flip"]) == ("tiny", 224, 1, 4, 2, False)
+    rows = list(csv.DictReader((out / "split1" / "val_predictions.csv").open()))
+    assert rows and all(Path(r["image"]).name in {p.name for p in images.iterdir()} for r in rows)

@@ -57,6 +57,10 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                                 help=f"dataset recipe: {', '.join(names)} (default: {TrainConfig.preset}; custom "
                                      f"data takes {TrainConfig.preset}'s)")
         preset.completer = lambda **_: names  # tab completion (argcomplete); an unknown name is a one-line error
+        p.add_argument("--presets", default=None, metavar="FILE",
+                       help="a TOML file of your own presets, one [name] table per dataset in presets.toml's schema "
+                            "(e.g. annotations, images, mos_range, epochs), read beside the bundled ones and "
+                            "$IPCE_PRESETS; then --preset name trains on it")
     data = p.add_argument_group("data")
     add_data_source_arguments(data, defaults=False, leave_out=tuple({"--preset", "--subset", *leave_out}
                                                                     & {f for f, _, _ in DATA_SOURCE_FLAGS}))
