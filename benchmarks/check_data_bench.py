@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from ipce.datasets.checks import check_records, count_long_prompts  # noqa: E402
-from ipce.datasets.sources import read_dataset  # noqa: E402
+from ipce.datasets.sources import load_dataset  # noqa: E402
 from tests.datagen import build_agiqa3k_like  # noqa: E402
 
 
@@ -34,7 +34,7 @@ def main() -> None:
         built = time.perf_counter() - started
 
         started = time.perf_counter()
-        records = read_dataset("agiqa3k", tmp)
+        records = load_dataset("agiqa3k", tmp).usable()
         read = time.perf_counter() - started
 
         count_long_prompts(["warm up the tokenizer"])  # import open_clip outside the timing

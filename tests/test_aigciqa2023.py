@@ -19,7 +19,7 @@ import pytest
 from scipy.io import savemat
 
 from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
-from ipce.datasets.sources import read_dataset
+from ipce.datasets.sources import load_dataset
 from ipce.errors import DataError
 
 TARBALL = Path(__file__).resolve().parent / "data" / "published.tar.xz"
@@ -75,7 +75,7 @@ def _publisher_root(tmp_path: Path, published: Path, mos: dict, xlsx_dir: str = 
 def _all_set_records(root: Path, published: Path, target: str = "quality"):
     """all_set.csv's records, read from the same folder (all_set.csv is preferred when both are there)."""
     shutil.copy(published / "all_set.csv", root / "AIGCIQA2023" / "all_set.csv")
-    records = read_dataset("aigciqa2023", root, target=target)
+    records = load_dataset("aigciqa2023", root, target=target).usable()
     assert {r.source.name for r in records} == {"all_set.csv"}
     return records
 
@@ -98,11 +98,16 @@ def _error(func, *args, **kwargs) -> DataError:
     return caught.value
 
 
+def _usable_error(load, *args, **kwargs) -> DataError:
+    """The error of `load(...).usable()`: the reader's, or the first bad row's with the count of the rest."""
+    return _error(lambda: load(*args, **kwargs).usable())
+
+
 @pytest.mark.parametrize("xlsx_dir", ["", "DATA"])
 @pytest.mark.parametrize("target", sorted(TARGETS))
 def test_publisher_files_give_the_all_set_records(tmp_path, published, mos, xlsx_dir, target):
     root = _publisher_root(tmp_path, published, mos, xlsx_dir)
-    ours = read_dataset("aigciqa2023", root, target=target)
+    ours = load_dataset("aigciqa2023", root, target=target).usable()
     assert {r.source.name for r in ours} == {"pic-index.xlsx"}
     _assert_same_records(ours, _all_set_records(root, published, target))
 
@@ -110,7 +115,7 @@ def test_publisher_files_give_the_all_set_records(tmp_path, published, mos, xlsx
 def test_rows_names_generators_and_scale(tmp_path, published, mos, pic_index):
     root = _publisher_root(tmp_path, published, mos)
     folder = root / "AIGCIQA2023"
-    records = read_dataset("aigciqa2023", root)
+    records = load_dataset("aigciqa2023", root).usable()
     assert [r.row for r in records] == list(range(1, 2401))  # the sheet's rows, no header
     assert [r.name for r in records] == [f"{model}/{name}" for model, name in pic_index]
     assert [r.generator for r in records] == [model for model, _ in pic_index]
@@ -148,7 +153,7 @@ def test_prompts_file_with_a_header_row_gives_the_same_records(tmp_path, publish
     for column, text in enumerate(header, start=1):
         book.worksheets[0].cell(row=1, column=column, value=text)
     book.save(prompts)
-    ours = read_dataset("aigciqa2023", root)
+    ours = load_dataset("aigciqa2023", root).usable()
     _assert_same_records(ours, _all_set_records(root, published))
     assert ours[0].prompt == "a corgi"
 
@@ -165,15 +170,15 @@ def test_find_publisher_files(tmp_path, published, mos):
 
 def test_missing_mat_file_names_it(tmp_path, published, mos):
     root = _publisher_root(tmp_path, published, mos, mosz2=None)
-    assert len(read_dataset("aigciqa2023", root, target="quality")) == 2400  # mosz1.mat is there
-    err = _error(read_dataset, "aigciqa2023", root, target="authenticity")
+    assert len(load_dataset("aigciqa2023", root, target="quality").usable()) == 2400  # mosz1.mat is there
+    err = _usable_error(load_dataset, "aigciqa2023", root, target="authenticity")
     path = root / "AIGCIQA2023" / "DATA" / "MOS" / "mosz2.mat"
     assert err.kind == "missing-file" and str(path) in str(err) and PUBLISHER in str(err)
 
 
 def test_mat_without_mosz_names_the_variables_found(tmp_path, published, mos):
     root = _publisher_root(tmp_path, published, mos, mosz3={"MOS": mos["mosz3"]})
-    err = _error(read_dataset, "aigciqa2023", root, target="correspondence")
+    err = _usable_error(load_dataset, "aigciqa2023", root, target="correspondence")
     assert err.kind == "missing-column"
     assert str(root / "AIGCIQA2023" / "DATA" / "MOS" / "mosz3.mat") in str(err)
     assert "'MOSz'" in str(err) and "MOS" in str(err).split("variables found:")[1] and PUBLISHER in str(err)
@@ -181,7 +186,7 @@ def test_mat_without_mosz_names_the_variables_found(tmp_path, published, mos):
 
 def test_vector_of_the_wrong_length_names_both_counts(tmp_path, published, mos):
     root = _publisher_root(tmp_path, published, mos, mosz1={"MOSz": mos["mosz1"][:-1]})
-    err = _error(read_dataset, "aigciqa2023", root)
+    err = _usable_error(load_dataset, "aigciqa2023", root)
     message = str(err)
     assert err.kind == "unreadable-file" and str(root / "AIGCIQA2023" / "DATA" / "MOS" / "mosz1.mat") in message
     assert "2399 values" in message and "2400 images" in message and "pic-index.xlsx" in message
@@ -191,7 +196,7 @@ def test_nan_score_names_its_index(tmp_path, published, mos):
     vector = mos["mosz1"].copy()
     vector[6, 0] = math.nan
     root = _publisher_root(tmp_path, published, mos, mosz1={"MOSz": vector})
-    err = _error(read_dataset, "aigciqa2023", root)
+    err = _usable_error(load_dataset, "aigciqa2023", root)
     assert err.kind == "bad-score" and err.row == 7
     assert str(root / "AIGCIQA2023" / "DATA" / "MOS" / "mosz1.mat") in str(err) and "index 7:" in str(err)
 
@@ -202,7 +207,7 @@ def test_image_name_without_a_prompt_row_names_the_pic_index_row(tmp_path, publi
     book = openpyxl.load_workbook(index)
     book.worksheets[0].cell(row=5, column=2, value="100-1.png")  # prompts are rows 000..099
     book.save(index)
-    err = _error(read_dataset, "aigciqa2023", root)
+    err = _usable_error(load_dataset, "aigciqa2023", root)
     assert f"{index}, row 5:" in str(err) and "'100-1.png'" in str(err) and "AIGCIQA2023_Prompts.xlsx" in str(err)
     assert err.row == 5
 
@@ -211,7 +216,7 @@ def test_missing_spreadsheet_names_both_places_and_the_publisher(tmp_path, publi
     root = _publisher_root(tmp_path, published, mos)
     folder = root / "AIGCIQA2023"
     (folder / "AIGCIQA2023_Prompts.xlsx").unlink()
-    err = _error(read_dataset, "aigciqa2023", root)
+    err = _usable_error(load_dataset, "aigciqa2023", root)
     assert err.kind == "missing-file" and str(folder / "AIGCIQA2023_Prompts.xlsx") in str(err)
     assert str(folder / "DATA" / "AIGCIQA2023_Prompts.xlsx") in str(err) and PUBLISHER in str(err)
 
@@ -219,7 +224,7 @@ def test_missing_spreadsheet_names_both_places_and_the_publisher(tmp_path, publi
 def test_missing_both_forms_names_both_sources(tmp_path):
     folder = tmp_path / "AIGCIQA2023"
     folder.mkdir()
-    err = _error(read_dataset, "aigciqa2023", tmp_path)
+    err = _usable_error(load_dataset, "aigciqa2023", tmp_path)
     message = str(err)
     assert err.kind == "missing-file" and message == missing_message(folder)
     assert message.startswith(f"{folder}:")

@@ -7,7 +7,7 @@ import pytest
 
 from ipce.cli import main
 from ipce.datasets.checks import check_records, count_long_prompts, filter_bad
-from ipce.datasets.sources import Record, read_custom, read_dataset
+from ipce.datasets.sources import Record, load_custom, load_dataset
 from tests.datagen import build_custom, build_preset, write_image
 
 BAD = {1: "missing", 2: "empty", 3: "text", 4: "truncated"}
@@ -21,7 +21,7 @@ def _report_rows(path):
 @pytest.mark.parametrize("workers", [1, 3])
 def test_check_records_finds_every_bad_image(tmp_path, workers):
     annotations, images = build_custom(tmp_path, n=8, bad=BAD)
-    records = read_custom(annotations, images)
+    records = load_custom(annotations, images).usable()
     report = check_records(records, workers=workers, progress=False)
     assert report.records == 8
     assert report.images_found == 7  # only the missing one is not found
@@ -51,7 +51,7 @@ def test_long_prompts_are_counted_on_the_scoring_text(tmp_path):
 
 def test_cli_bad_layout_exits_1_and_reports_the_paths(tmp_path, capsys):
     folder = build_preset("agiqa3k", tmp_path)
-    records = read_dataset("agiqa3k", tmp_path)
+    records = load_dataset("agiqa3k", tmp_path).usable()
     (folder / records[3].name).write_bytes(b"")
     (folder / records[7].name).unlink()
     truncated = folder / records[9].name

@@ -23,7 +23,7 @@ def _raises(path, kind):
     assert err.kind == kind, (err.kind, message)
     assert kind in PROBLEM_KINDS
     assert isinstance(err, IpceError)
-    assert image_problem(path) == message
+    assert image_problem(path) == (kind, message)
     return message
 
 
@@ -189,7 +189,7 @@ def test_bomb_check_holds_under_parallel_decoding(tmp_path, monkeypatch):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(image_problem, paths))
     assert all(r is None for r in results[0::2])
-    assert all(r is not None and "decompression bomb" in r for r in results[1::2])
+    assert all(r is not None and r[0] == "too-large" and "decompression bomb" in r[1] for r in results[1::2])
 
 
 def test_bytes_decode_like_the_file_and_name_the_label(tmp_path):

@@ -6,11 +6,16 @@ from pathlib import Path
 import pytest
 
 from ipce.cli import main
-from ipce.datasets.sources import Record, read_custom
-from ipce.datasets.splits import (Split, holdout_splits, import_split_dir, random_splits, read_split_dir,
+from ipce.datasets.sources import Record, load_custom
+from ipce.datasets.splits import (Split, holdout_splits, random_splits, read_split_dir,
                                   write_split_dir)
 from ipce.errors import DataError
 from tests.datagen import write_image
+
+
+def _splits(directory, records, drop_overlap: bool = False) -> list[Split]:
+    """The splits `read_split_dir` finds, in folder order."""
+    return [split for _, split in read_split_dir(directory, records, drop_overlap)[0]]
 
 
 def _records(n: int, prompts: int | None = None, root: Path = Path("/data/set")) -> list[Record]:
@@ -107,13 +112,13 @@ def test_write_then_import_round_trips(tmp_path):
     lines = (tmp_path / "splits" / "1" / "val.csv").read_text(encoding="utf-8").splitlines()
     assert lines[0] == "image,prompt,mos" and len(lines) == 1 + len(splits[0].val)
     assert not list((tmp_path / "splits").rglob("*.tmp"))
-    assert import_split_dir(tmp_path / "splits", records) == splits
+    assert _splits(tmp_path / "splits", records) == splits
     three = holdout_splits(records, n=2)
     write_split_dir(tmp_path / "three", records, three)
-    assert import_split_dir(tmp_path / "three", records) == three
+    assert _splits(tmp_path / "three", records) == three
     # rewriting a folder with two-way splits drops the stale test.csv, and extra folders are refused
     write_split_dir(tmp_path / "three", records, splits[:2])
-    assert import_split_dir(tmp_path / "three", records) == splits[:2]
+    assert _splits(tmp_path / "three", records) == splits[:2]
     with pytest.raises(DataError) as info:
         write_split_dir(tmp_path / "splits", records, splits[:1])
     assert str(tmp_path / "splits" / "2") in str(info.value)
@@ -127,7 +132,7 @@ def test_import_gives_exactly_the_rows_in_numeric_folder_order(tmp_path):
         folder.mkdir()
         (folder / "train.csv").write_text("".join(f"{records[i].name},{records[i].prompt},1\n" for i in (k, 0)))
         (folder / "val.csv").write_text(f"{records[k % 11 + 1].name},p,2\n")
-    splits = import_split_dir(tmp_path, records)
+    splits = _splits(tmp_path, records)
     assert [s.train for s in splits] == [[k, 0] for k in range(1, 12)]
     assert [s.val for s in splits] == [[k % 11 + 1] for k in range(1, 12)]
 
@@ -141,7 +146,7 @@ def test_import_dataset_formats_and_basename_match(tmp_path):
     (folder / "train.csv").write_text('model,image_name,mosz1,mosz2,mosz3,prompt\nGlide,001-1.png,1,2,3,"""x"""\n'
                                       'DALLE,001-1.png,1,2,3,"""y"""\n')
     (folder / "val.csv").write_text("name,prompt\n002-1.png,z\n")  # unique base name is enough
-    assert import_split_dir(tmp_path, records) == [Split(train=[1, 0], val=[2])]
+    assert _splits(tmp_path, records) == [Split(train=[1, 0], val=[2])]
     (folder / "val.csv").write_text("name,prompt\n001-1.png,z\n002-1.png,z\n")  # ambiguous base name
     [(number, split)], [check] = read_split_dir(tmp_path, records)
     assert number == 0 and split.val == [2]
@@ -168,7 +173,7 @@ def test_overlap_is_counted_kept_by_default_and_dropped_on_request(tmp_path):
     (tmp_path / "1").mkdir()
     (tmp_path / "1" / "train.csv").write_text(f"{records[0].name},a,1\n{records[1].name},a,1\n")
     with pytest.raises(DataError) as info:
-        import_split_dir(tmp_path, records)
+        _splits(tmp_path, records)
     assert "val.csv" in str(info.value)
     (tmp_path / "1" / "val.csv").write_text(f"{records[1].name},a,1\n{records[2].name},a,1\n{records[2].name},a,1\n")
     [(_, split)], [check] = read_split_dir(tmp_path, records)
@@ -178,7 +183,7 @@ def test_overlap_is_counted_kept_by_default_and_dropped_on_request(tmp_path):
     [(_, clean)], [dropped] = read_split_dir(tmp_path, records, drop_overlap=True)
     assert clean == Split(train=[0, 1], val=[2]) and dropped.dropped == 1 and dropped.val == 1
     with pytest.raises(DataError):
-        import_split_dir(tmp_path / "empty", records)
+        _splits(tmp_path / "empty", records)
 
 
 def test_records_of_the_same_name_are_told_apart_by_the_score_in_the_row(tmp_path):
@@ -194,7 +199,7 @@ def test_records_of_the_same_name_are_told_apart_by_the_score_in_the_row(tmp_pat
     assert check.overlap == 1  # but the image itself is on both sides
     (tmp_path / "1" / "train.csv").write_text("Image,Prompt,MOS\na.jpg,p,0.4414155439958131\n"
                                               "a.jpg,p,2.084115711537598\n")
-    assert import_split_dir(tmp_path, records)[0].train == [0, 1]
+    assert _splits(tmp_path, records)[0].train == [0, 1]
 
 
 def test_a_folder_equal_to_an_earlier_one_is_named(tmp_path):
@@ -222,5 +227,5 @@ def test_splits_command_writes_the_layout(tmp_path, capsys):
                  "--n-splits", "4", "--seed", "5", "--group-by", "prompt"])
     assert code == 0
     assert "4 split(s)" in capsys.readouterr().out
-    records = read_custom(tmp_path / "l.csv", images)
-    assert import_split_dir(out, records) == random_splits(records, n=4, seed=5, group_by="prompt")
+    records = load_custom(tmp_path / "l.csv", images).usable()
+    assert _splits(out, records) == random_splits(records, n=4, seed=5, group_by="prompt")

@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ipce.datasets.images import image_problem_kind
+from ipce.datasets.images import image_problem
 from ipce.datasets.problems import Problem
 from ipce.utils.io import write_csv
 
@@ -116,12 +116,12 @@ def check_records(records, workers: int = 2, progress: bool = True) -> CheckRepo
     try:
         if workers and workers > 1 and len(paths) > 1:
             with ThreadPoolExecutor(max_workers=int(workers)) as pool:
-                for result in pool.map(image_problem_kind, paths):
+                for result in pool.map(image_problem, paths):
                     results.append(result)
                     bar.update(1)
         else:
             for path in paths:
-                results.append(image_problem_kind(path))
+                results.append(image_problem(path))
                 bar.update(1)
     finally:
         bar.close()

@@ -157,17 +157,8 @@ def _decode(fh, label, path) -> Image.Image:
                         kind=kind, path=path) from None
 
 
-def image_problem(path) -> str | None:
-    """None when `open_rgb(path)` succeeds, else its one-line problem text."""
-    try:
-        open_rgb(path)
-    except DataError as exc:
-        return str(exc)
-    return None
-
-
-def image_problem_kind(path) -> tuple[str, str] | None:
-    """None when the image is fine, else `(kind, message)`."""
+def image_problem(path) -> tuple[str, str] | None:
+    """None when `open_rgb(path)` succeeds, else its problem as `(kind, one-line message)`."""
     try:
         open_rgb(path)
     except DataError as exc:

@@ -1,7 +1,7 @@
 """One reader per published annotation format -> a list of `Record`.
 
 Presets (`DATASETS`): agiqa1k, agiqa3k, aigciqa2023, aigcqa30k, each read from
-`<data_root>/<folder>/` exactly as the publisher ships it; `read_custom` reads
+`<data_root>/<folder>/` exactly as the publisher ships it; `load_custom` reads
 any CSV/XLSX with a header.
 
 Every table is read with pandas as text (`dtype=str`, `keep_default_na=False`,
@@ -27,7 +27,7 @@ from ipce.datasets.problems import Problem
 from ipce.errors import DataError, IpceError
 
 __all__ = ["Record", "DatasetInfo", "Annotations", "DATASETS", "ANNOTATION_KINDS", "DUPLICATE_POLICIES",
-           "load_dataset", "load_custom", "read_dataset", "read_custom", "apply_duplicates", "generator_of",
+           "load_dataset", "load_custom", "apply_duplicates", "generator_of",
            "prefixed_prompt", "dataset_info"]
 
 # Kinds carried by the DataError of a reader (`err.kind`).
@@ -554,14 +554,3 @@ def load_custom(annotations, images, image_col: str = "image", prompt_col: str =
     return _read_header_table(path, folder, image_col, prompt_col, target_col, require_target=require_target,
                               duplicates=duplicates, hint=hint)
 
-
-def read_dataset(preset: str, data_root="data", subset: str = "train", target: str | None = None,
-                 duplicates: str = "keep") -> list[Record]:
-    """The records of `load_dataset`; a bad row raises `DataError` (the first, with the count of the rest)."""
-    return load_dataset(preset, data_root, subset, target, duplicates).usable()
-
-
-def read_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",
-                require_target: bool = True, duplicates: str = "keep") -> list[Record]:
-    """The records of `load_custom`; a bad row raises `DataError` (the first, with the count of the rest)."""
-    return load_custom(annotations, images, image_col, prompt_col, target_col, require_target, duplicates).usable()

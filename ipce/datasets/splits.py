@@ -36,7 +36,7 @@ from ipce.errors import DataError
 from ipce.utils.io import write_csv
 
 __all__ = ["Split", "SplitFileCheck", "OriginalSplits", "random_splits", "holdout_splits", "read_split_dir",
-           "import_split_dir", "unusable_splits", "write_split_dir", "original_splits", "write_original_split_dir"]
+           "unusable_splits", "write_split_dir", "original_splits", "write_original_split_dir"]
 
 DEFAULT_SEED = 20200626
 _PARTS = ("train", "val", "test")
@@ -323,11 +323,6 @@ def read_split_dir(directory, records, drop_overlap: bool = False) -> tuple[list
 def unusable_splits(checks: list[SplitFileCheck]) -> list[SplitFileCheck]:
     """The split folders a run cannot train on: no training record, or nothing held out."""
     return [c for c in checks if c.train == 0 or c.val == 0]
-
-
-def import_split_dir(directory, records, drop_overlap: bool = False) -> list[Split]:
-    """The splits of `read_split_dir`, in folder order."""
-    return [split for _, split in read_split_dir(directory, records, drop_overlap)[0]]
 
 
 def write_split_dir(directory, records, splits) -> None:

@@ -29,7 +29,7 @@ def rank_records(scorer, records, top: int | None = None, progress: bool = True)
             for record in group:
                 problem = image_problem(record.image)
                 if problem:
-                    errors.append((record, problem))
+                    errors.append((record, problem[1]))
                 else:
                     readable.append(record)
             ranked = scorer.rank([r.image for r in readable], prompt or None) if readable else []
