@@ -11,7 +11,7 @@ from PIL import Image
 
 from ipce.datasets.sources import generator_of, prefixed_prompt
 from ipce.models.views import ViewConfig, make_views
-from ipce.errors import IpceError
+from ipce.errors import IpceError, ParameterError
 from ipce.models.correspondence import CorrespondenceScorer, score_from_probs
 from ipce.models.explain import quality_map
 from ipce.models.reward import RewardFn, view_scores
@@ -32,7 +32,7 @@ def combine_scores(per_model: torch.Tensor, how: str) -> torch.Tensor:
         return per_model.mean(0)
     if how == "product":
         return per_model.prod(0) / 5 ** (per_model.shape[0] - 1)
-    raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {how!r}")
+    raise ParameterError("{combine} must be one of {choices}, not {how!r}", choices=", ".join(COMBINES), how=how)
 
 
 @dataclass
@@ -57,7 +57,8 @@ class Scorer:
     def __init__(self, members: list[Member], combine: str = "mean", device: str | torch.device = "cpu",
                  precision: str = "fp32", batch_size: int = 16, bf16_weights: bool = False):
         if combine not in COMBINES:
-            raise IpceError(f"--combine must be one of {', '.join(COMBINES)}, not {combine!r}")
+            raise ParameterError("{combine} must be one of {choices}, not {how!r}", choices=", ".join(COMBINES),
+                                 how=combine)
         scales = {m.scale for m in members}
         if len(scales) > 1:  # combine is defined on the model's 0..5, but there is no one scale to answer on
             listed = ", ".join(f"model {i + 1} on {m.scale}" for i, m in enumerate(members))
@@ -95,8 +96,9 @@ class Scorer:
         if prompts is None:
             if self.needs_prompt:
                 template = next(m.model.template for m in self.members if m.model.needs_prompt)
-                raise IpceError(f"this checkpoint needs a prompt (its texts are {template!r}): pass --prompt; "
-                                "only a model trained with a --template without {prompt} scores without one")
+                raise ParameterError("this checkpoint needs a prompt (its texts are {text!r}): pass {prompt}; only a "
+                                     "model trained with a --template without {{prompt}} scores without one",
+                                     text=template)
             prompts = ""
         if isinstance(prompts, str):
             return [prompts] * count
@@ -137,8 +139,8 @@ class Scorer:
             return self._on_scale(self._each_member(prompts, generators, run))
         flat = [m for m in self.members if not hasattr(m.model, "probs") or len(getattr(m.model, "levels", ())) < 2]
         if flat:
-            raise IpceError(f"--levels: a {type(flat[0].model).__name__} scores without levels (no level "
-                            "probabilities); leave out --levels")
+            raise ParameterError("{levels}: a {model} scores without levels (no level probabilities); leave out "
+                                 "{levels}", model=type(flat[0].model).__name__)
         probs = self._each_member(prompts, generators, run)
         return (*self._on_scale(score_from_probs(probs)), probs)
 
@@ -291,10 +293,10 @@ def load_member(checkpoint: str | Path, device: str | torch.device = "cpu", resi
 
     path = Path(checkpoint)
     if runtime not in RUNTIMES:
-        raise IpceError(f"--runtime {runtime}: use one of {', '.join(RUNTIMES)}")
+        raise ParameterError("{runtime:=}{value}: use one of {choices}", value=runtime, choices=", ".join(RUNTIMES))
     if clipscore.is_clipscore(checkpoint) and not path.exists():  # the baseline: CLIP's cosine, 0..100
         if runtime != "torch":
-            raise IpceError(f"{checkpoint}: the CLIPScore baseline runs with --runtime torch only")
+            raise ParameterError("{path}: the CLIPScore baseline runs with {runtime:=}torch only", path=checkpoint)
         name = clipscore.backbone_of(str(checkpoint))
         clip, config, _ = load_backbone(name, weights)
         model = clipscore.ClipScoreModel(clip).to(device).eval()
@@ -347,17 +349,18 @@ def load_scorer(checkpoint: str | Path | Sequence[str | Path], device: str = "cp
 
     checkpoints = [checkpoint] if isinstance(checkpoint, (str, Path)) else list(checkpoint)
     if not checkpoints:
-        raise IpceError("give at least one --checkpoint")
+        raise ParameterError("give at least one {checkpoint}")
     prefixes = list(prompt_prefix) if isinstance(prompt_prefix, (list, tuple)) else [prompt_prefix] * len(checkpoints)
     if len(prefixes) != len(checkpoints):
-        raise IpceError(f"got {len(checkpoints)} checkpoints but {len(prefixes)} --prompt-prefix values")
+        raise ParameterError("got {n} checkpoints but {m} {prompt_prefix} values", n=len(checkpoints), m=len(prefixes))
     from ipce.utils.device import resolve_device
 
     device = resolve_device(device)  # auto: cuda when available, else cpu
     if runtime == "onnxruntime" and precision not in (None, "fp32"):
-        raise IpceError(f"--precision {precision}: the onnxruntime runtime scores in fp32; drop --precision")
+        raise ParameterError("{precision:=}{value}: the onnxruntime runtime scores in fp32; drop {precision}",
+                             value=precision)
     if runtime == "onnxruntime" and bf16_weights:
-        raise IpceError("--bf16-weights: the onnxruntime runtime scores in fp32; drop --bf16-weights")
+        raise ParameterError("{bf16_weights}: the onnxruntime runtime scores in fp32; drop {bf16_weights}")
     members = [load_member(c, device, resize, patches, p, weights, runtime) for c, p in zip(checkpoints, prefixes)]
     for member in members if runtime == "torch" else ():
         apply_speed_options(member.model, compile=compile, channels_last=channels_last, attention=attention,

@@ -12,7 +12,7 @@ from ipce.commands.flags import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_so
                                  add_preference_arguments, add_progress_argument, add_threads_argument,
                                  add_workers_argument,
                                  exit_codes_epilog)
-from ipce.errors import IpceError
+from ipce.errors import IpceError, ParameterError
 
 
 def _command(module: str, name: str):
@@ -285,8 +285,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     try:
         return int(args.run(args) or 0)
-    except IpceError as err:
-        print(f"ipce: error: {err}", file=sys.stderr)
+    except IpceError as err:  # the API names its parameters (combine=); the CLI says the flag (--combine)
+        print(f"ipce: error: {err.with_flags() if isinstance(err, ParameterError) else err}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("ipce: interrupted", file=sys.stderr)

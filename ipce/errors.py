@@ -1,6 +1,7 @@
 """Errors meant for the user: the CLI prints them as one line, without a traceback."""
 from __future__ import annotations
 
+import string
 from functools import partial
 
 
@@ -28,6 +29,44 @@ class DataError(IpceError):
     def __reduce__(self):  # pickles with its fields (the default would pass only the text)
         return (partial(type(self), kind=self.kind, path=self.path, row=self.row, details=self.details),
                 (self.message,), self.__dict__)
+
+
+class _Name:
+    """A parameter's name in a `ParameterError` template: `{combine}` is `combine=` in Python and
+    `--combine` on the command line; `{runtime:=}` (a value follows) is `runtime=` and `--runtime `."""
+
+    def __init__(self, name: str, flag: str | None):
+        self.name, self.flag = name, flag
+
+    def __format__(self, spec: str) -> str:
+        if self.flag is None:
+            return f"{self.name}="
+        return self.flag + (" " if spec == "=" else "")
+
+
+class ParameterError(IpceError):
+    """A bad argument of the Python API. `str()` names the parameters as Python spells them
+    (`combine=`, `runtime=x`); `with_flags()` is the same line with command-line flags
+    (`--combine`, `--runtime x`), which the CLI prints. `template` marks each parameter in braces,
+    `values` fill the other fields."""
+
+    def __init__(self, template: str, **values):
+        self.template, self.values = template, values
+        fields = {field for _, field, _, _ in string.Formatter().parse(template) if field}
+        self.params = sorted(fields - set(values))
+        super().__init__(self._render({}))
+
+    def _render(self, flags: dict) -> str:
+        return self.template.format(**self.values, **{n: _Name(n, flags.get(n)) for n in self.params})
+
+    def with_flags(self, rename: dict[str, str] | None = None) -> str:
+        """The message with each parameter as its flag: `--` + the name with `-` for `_`, unless `rename`
+        gives another."""
+        rename = rename or {}
+        return self._render({n: rename.get(n, "--" + n.replace("_", "-")) for n in self.params})
+
+    def __reduce__(self):  # pickles with its template and values
+        return (partial(type(self), **self.values), (self.template,), self.__dict__)
 
 
 class WeightsError(IpceError):

@@ -47,11 +47,11 @@ def test_the_model_scale_is_the_identity_to_the_bit():
 
 
 @pytest.mark.parametrize("lo, hi", [(5, 5), (10, 1), (0, math.inf), (math.nan, 1)])
-def test_a_bad_range_is_a_one_line_error_naming_the_flag(lo, hi):
-    with pytest.raises(IpceError, match="--mos-range") as err:
+def test_a_bad_range_is_a_one_line_error_naming_the_parameter_and_the_flag(lo, hi):
+    with pytest.raises(IpceError, match="mos_range=") as err:
         ScoreScale(lo, hi)
-    assert "\n" not in str(err.value)
-    with pytest.raises(IpceError, match="--mos-range"):
+    assert "\n" not in str(err.value) and err.value.with_flags().startswith("--mos-range ")
+    with pytest.raises(IpceError, match="mos_range="):
         make_config(annotations="a.csv", images="imgs", mos_range=[lo, hi])
 
 

@@ -4,7 +4,7 @@ from PIL import Image
 
 from ipce.models.views import (CROP, ViewConfig, adaptive_resize, crop_grid, crop_positions, make_views,
                                  to_normalized_tensor)
-from ipce.errors import IpceError
+from ipce.errors import IpceError, ParameterError
 from ipce.models.reference import all_windows, original_views
 from tests.conftest import random_image
 
@@ -92,15 +92,17 @@ def test_flip_mirrors_the_image():
 
 
 @pytest.mark.parametrize("resize, patches, message", [
-    (100, 15, "--resize 100: must be at least 224 (the crop size)"),
-    (223, 15, "--resize 223: must be at least 224 (the crop size)"),
-    (512, 0, "--patches 0: must be at least 1"),
-    (512, -3, "--patches -3: must be at least 1"),
+    (100, 15, "{}100: must be at least 224 (the crop size)"),
+    (223, 15, "{}223: must be at least 224 (the crop size)"),
+    (512, 0, "{}0: must be at least 1"),
+    (512, -3, "{}-3: must be at least 1"),
 ])
 def test_bad_view_settings_are_one_line_errors(resize, patches, message):
-    with pytest.raises(IpceError) as caught:
+    with pytest.raises(ParameterError) as caught:
         ViewConfig(resize=resize, patches=patches)
-    assert str(caught.value) == message
+    name = "resize" if resize < 224 else "patches"
+    assert str(caught.value) == message.format(f"{name}=")  # the Python API names its parameter
+    assert caught.value.with_flags() == message.format(f"--{name} ")  # the CLI says the flag
 
 
 def test_smallest_view_settings_are_accepted():
@@ -111,9 +113,9 @@ def test_smallest_view_settings_are_accepted():
 def test_python_api_refuses_a_resize_below_the_crop():
     import ipce
 
-    with pytest.raises(IpceError, match="--resize 100: must be at least 224"):
+    with pytest.raises(IpceError, match="resize=100: must be at least 224"):
         ipce.load_scorer("tiny", resize=100)
-    with pytest.raises(IpceError, match="--resize 0: must be at least 224"):
+    with pytest.raises(IpceError, match="resize=0: must be at least 224"):
         ipce.load_scorer("tiny", resize=0)  # an explicit 0 is refused, not replaced by the default
-    with pytest.raises(IpceError, match="--patches 0"):
+    with pytest.raises(IpceError, match="patches=0"):
         ipce.load_scorer("tiny", patches=0)

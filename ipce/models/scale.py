@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ipce.errors import IpceError
+from ipce.errors import ParameterError
 
 MODEL_RANGE = (0.0, 5.0)  # what CorrespondenceScorer outputs
 
@@ -22,7 +22,8 @@ class ScoreScale:
 
     def __post_init__(self):
         if not (math.isfinite(self.lo) and math.isfinite(self.hi) and self.hi > self.lo):
-            raise IpceError(f"--mos-range {self.lo:g} {self.hi:g}: give two finite numbers LO HI with HI > LO")
+            raise ParameterError("{mos_range:=}{lo:g} {hi:g}: give two finite numbers LO HI with HI > LO",
+                                 lo=self.lo, hi=self.hi)
 
     def to_model(self, t):
         """A data score -> the model's 0..5."""

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ipce.errors import IpceError
+from ipce.errors import IpceError, ParameterError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -33,9 +33,9 @@ class ViewConfig:
             raise IpceError(f"view mode {self.mode!r}: choose one of {', '.join(VIEW_MODES)}")
         # Checked here so that every caller (score, predict, train, the Python API) gets one line.
         if self.resize < CROP:
-            raise IpceError(f"--resize {self.resize}: must be at least {CROP} (the crop size)")
+            raise ParameterError("{resize:=}{value}: must be at least {crop} (the crop size)", value=self.resize, crop=CROP)
         if self.patches < 1:
-            raise IpceError(f"--patches {self.patches}: must be at least 1")
+            raise ParameterError("{patches:=}{value}: must be at least 1", value=self.patches)
 
 
 def resized_size(width: int, height: int, size: int) -> tuple[int, int]:
@@ -94,7 +94,7 @@ def grid_positions(height: int, width: int, stride: int | None = None) -> list[t
     own = crop_grid(height, width)[2]  # also the size check
     stride = own if stride is None else stride
     if stride < 1:
-        raise IpceError(f"--stride {stride}: must be at least 1")
+        raise ParameterError("{stride:=}{value}: must be at least 1", value=stride)
 
     def starts(extent: int) -> list[int]:
         found = list(range(0, extent - CROP + 1, stride))
