@@ -66,7 +66,8 @@ def test_exported_folder_scores_exactly_like_its_checkpoint(run, tmp_path, capsy
     for source in (folder, checkpoint):
         assert main(["score", *map(str, names), "--prompt", "a photo", "--checkpoint", str(source), "--device", "cpu"]) == 0
         printed.append(capsys.readouterr().out)
-    assert printed[0] == printed[1] and len(printed[0].splitlines()) == len(names) + 2
+    # a header, one row per image, then the prompt and what the score means
+    assert printed[0] == printed[1] and len(printed[0].splitlines()) == 1 + len(names) + 2
 
     # exported again from the folder: the same weights, the card still from the run
     again = tmp_path / "again"
