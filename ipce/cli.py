@@ -13,6 +13,7 @@ from ipce.commands.flags import (EXIT_ERROR, EXIT_OK, HelpFormatter, add_data_so
                                  add_workers_argument,
                                  exit_codes_epilog)
 from ipce.errors import IpceError, ParameterError
+from ipce.presets.registry import SPLIT_SEED
 
 
 def _command(module: str, name: str):
@@ -81,7 +82,7 @@ def _add_splits(sub: argparse._SubParsersAction) -> None:
                         "in their layout (<out>/<k>/train.csv, val.csv, numbered as published); needs no data")
     add_n_splits_argument(p)
     p.add_argument("--ratio", type=float, default=0.8, help="training fraction of each split")
-    p.add_argument("--seed", type=int, default=20200626, help="random seed")
+    p.add_argument("--seed", type=int, default=SPLIT_SEED, help="random seed")
     add_group_by_argument(p)
     p.set_defaults(run=_command("splits", "splits_command"))
 

@@ -5,20 +5,23 @@ import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from ipce.errors import IpceError
 from ipce.models.scale import scale_of
+from ipce.presets import registry
 from ipce.utils.precision import PRECISIONS
+
+# TrainConfig's recipe defaults are the default preset's entry in the registry, not a copy of it.
+_DEFAULT = registry.bundled()[registry.DEFAULT_PRESET]
 
 
 @dataclass
 class TrainConfig:
     # data
-    preset: str = "agiqa1k"
+    preset: str = registry.DEFAULT_PRESET
     presets: str | None = None  # a user registry file read beside the bundled presets (and $IPCE_PRESETS)
-    dataset: str | None = "agiqa1k"  # a published dataset key; None with annotations/images (custom data)
+    dataset: str | None = _DEFAULT["dataset"]  # a published dataset key; None with annotations/images (custom data)
     data_root: str = "data"
     annotations: str | None = None
     images: str | None = None
@@ -40,15 +43,15 @@ class TrainConfig:
     label_col: str | None = None
     preference_weight: float = 1.0  # the Bradley-Terry loss's weight beside the MOS loss (mixed runs)
     # model
-    backbone: str = "ViT-B-32"
+    backbone: str = _DEFAULT["backbone"]
     weights: str | None = None
-    resize: int = 512
+    resize: int = _DEFAULT["resize"]
     train_patches: int = 8
-    eval_patches: int = 15
-    flip: bool = True
+    eval_patches: int = _DEFAULT["eval_patches"]
+    flip: bool = _DEFAULT["flip"]
     # optimisation (the original code's)
-    epochs: int = 20
-    batch_size: int = 16  # global batch (all processes together)
+    epochs: int = _DEFAULT["epochs"]
+    batch_size: int = _DEFAULT["batch_size"]  # global batch (all processes together)
     lr: float = 5e-6
     weight_decay: float = 1e-3
     t_max: int = 5
@@ -67,7 +70,7 @@ class TrainConfig:
     group_by: str | None = None
     splits_dir: str | None = None
     drop_overlap: bool = False  # records on both sides of an imported split leave its held-out part
-    seed: int = 20200626
+    seed: int = registry.SPLIT_SEED
     # running
     device: str = "auto"  # auto (cuda when available, else cpu), cpu, cuda or cuda:N (ipce.utils.device)
     workers: int = 2
@@ -100,8 +103,7 @@ _PATH_KEYS = ("annotations", "images", "preferences", "splits_dir", "data_root",
 def load_presets(extra: str | None = None) -> dict[str, dict]:
     """Every preset: the bundled presets.toml, then each file of $IPCE_PRESETS, then `extra` (--presets
     FILE); a later entry of the same name replaces an earlier one."""
-    text = resources.files("ipce.presets").joinpath("presets.toml").read_text(encoding="utf-8")
-    presets = tomllib.loads(text)
+    presets = registry.bundled()
     files = [f for f in os.environ.get(PRESETS_ENV, "").split(os.pathsep) if f.strip()]
     for file in [*files, *([extra] if extra else [])]:
         presets.update(_read_registry(file))
@@ -125,6 +127,7 @@ def _read_registry(file: str) -> dict[str, dict]:
     for name, entry in entries.items():
         if not isinstance(entry, dict):
             raise IpceError(f"{path}: {name}: not a table; write [{name}] and its settings under it")
+        paper = entry.pop("paper", {})
         for key, value in entry.items():
             if key not in fields:
                 raise IpceError(f"{path}: [{name}] {key}: unknown setting; use TrainConfig's names "
@@ -135,7 +138,20 @@ def _read_registry(file: str) -> dict[str, dict]:
                 entry[key] = str(path.resolve().parent / value)
         if entry.get("annotations") and "dataset" not in entry:
             entry["dataset"] = None
+        _check_paper(path, name, paper, entry)
     return entries
+
+
+def _check_paper(path: Path, name: str, paper, entry: dict) -> None:
+    """A user entry's [name.paper] table: target -> [SRCC, PLCC], the numbers its report sets beside the
+    run's; kept in the entry (the recipe reader skips it)."""
+    if not isinstance(paper, dict) or not all(
+            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                        for x in v) for v in paper.values()):
+        raise IpceError(f"{path}: [{name}.paper]: write one line per target, e.g. quality = [0.88, 0.92] "
+                        "(SRCC, PLCC)")
+    if paper:
+        entry["paper"] = paper
 
 
 def _fits(field: dataclasses.Field, value) -> bool:
@@ -163,7 +179,7 @@ def make_config(preset: str | None = None, **overrides) -> TrainConfig:
     if name not in presets:
         raise IpceError(f"--preset {name}: unknown preset; choose one of {', '.join(sorted(presets))} (or add "
                         f"it in a file given by --presets FILE or ${PRESETS_ENV})")
-    values = {"preset": name, **presets[name]}
+    values = {"preset": name, **registry.recipe(presets[name])}
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in overrides.items():
         if key not in known:

@@ -16,7 +16,9 @@ from ipce.errors import WeightsError
 from ipce.engine.card import CARD_METRICS, fmt, results_table
 from ipce.models.backbone import infer_config
 from ipce.models.checkpoint import read_metadata, save_checkpoint
-from ipce.utils.report import PAPER_RESULTS
+from ipce.presets.registry import paper_results
+
+PAPER_RESULTS = paper_results()
 from tests.conftest import make_tiny_scorer
 from tests.datagen import brightness_dataset, tiny_flags
 

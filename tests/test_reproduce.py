@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from ipce.datasets.splits import original_splits
-from ipce.utils.report import PAPER_RESULTS
+from ipce.presets.registry import paper_results
+
+PAPER_RESULTS = paper_results()
 from tests.datagen import LAYOUTS, csv_rows, image_paths, samples_dir, write_image
 
 REPO = Path(__file__).resolve().parents[1]

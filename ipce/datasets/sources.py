@@ -1,7 +1,7 @@
 """One reader per published annotation format -> a list of `Record`.
 
-Presets (`DATASETS`): agiqa1k, agiqa3k, aigciqa2023, aigcqa30k, each read from
-`<data_root>/<folder>/` exactly as the publisher ships it; `load_custom` reads
+Published datasets (`DATASETS`, from the registry presets/presets.toml): agiqa1k, agiqa3k,
+aigciqa2023, aigcqa30k, each read from `<data_root>/<folder>/` exactly as the publisher ships it; `load_custom` reads
 any CSV/XLSX with a header.
 
 Every table is read with pandas as text (`dtype=str`, `keep_default_na=False`,
@@ -25,6 +25,7 @@ from pathlib import Path
 from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
 from ipce.datasets.problems import Problem
 from ipce.errors import DataError, IpceError
+from ipce.presets import registry
 
 __all__ = ["Record", "DatasetInfo", "Annotations", "DATASETS", "ANNOTATION_KINDS", "DUPLICATE_POLICIES",
            "load_dataset", "load_custom", "apply_duplicates", "generator_of",
@@ -73,6 +74,13 @@ class DatasetInfo:
     annotations: dict[str, tuple[str, ...]] = field(default_factory=dict)  # subset -> candidate files, preferred first
     image_dirs: dict[str, str] = field(default_factory=dict)              # subset -> image folder inside `folder`
     file_sources: dict[str, str] = field(default_factory=dict)  # file -> where it comes from, when not `url`
+    form: str = "header"        # header: a table with a header row; ntire: header-less or with a header
+    image_col: str = "name"     # the columns of a header table
+    prompt_col: str = "prompt"
+    generator_col: str | None = None
+    strip_quotes: bool = False  # names and prompts wrapped in quotes inside the cells
+    publisher_spreadsheets: bool = False  # without the annotation file: the publisher's spreadsheets
+    train_subset: str = "all"   # the subset a training run reads
 
     def __hash__(self) -> int:
         return hash(self.key)
@@ -98,37 +106,19 @@ class Annotations:
         return self.records
 
 
-WINNERS_REPO = "https://github.com/pf0607/IPCE (folder data/)"
 DUPLICATE_POLICIES = ("keep", "first", "mean")
 
-DATASETS: dict[str, DatasetInfo] = {
-    "agiqa1k": DatasetInfo(
-        key="agiqa1k", folder="AGIQA-1K", targets={"quality": "MOS"}, default_target="quality",
-        subsets=("all",), url="https://github.com/lcysyzxdxc/AGIQA-1k-Database",
-        description="AGIQA-1K: 1,080 text-to-image images (2 generators) with quality MOS",
-        annotations={"all": ("all.csv", "AIGC_MOS_Zscore.xlsx")}, image_dirs={"all": "file"},
-        file_sources={"all.csv": f"the challenge winners' repository {WINNERS_REPO}"}),
-    "agiqa3k": DatasetInfo(
-        key="agiqa3k", folder="AGIQA-3K", targets={"quality": "mos_quality", "alignment": "mos_align"},
-        default_target="quality", subsets=("all",), url="https://github.com/lcysyzxdxc/AGIQA-3k-Database",
-        description="AGIQA-3K: 2,982 images from 6 generators with perceptual-quality and alignment MOS",
-        annotations={"all": ("data.csv",)}, image_dirs={"all": ""}),
-    "aigciqa2023": DatasetInfo(
-        key="aigciqa2023", folder="AIGCIQA2023",
-        targets={"quality": "mosz1", "authenticity": "mosz2", "correspondence": "mosz3"},
-        default_target="quality", subsets=("all",), url="https://github.com/wangjiarui153/AIGCIQA2023",
-        description="AIGCIQA2023: 2,400 images from 6 generators with quality, authenticity and "
-                    "correspondence MOS (z-scores)",
-        annotations={"all": ("all_set.csv",)}, image_dirs={"all": ""},
-        file_sources={"all_set.csv": f"the challenge winners' repository {WINNERS_REPO}"}),
-    "aigcqa30k": DatasetInfo(
-        key="aigcqa30k", folder="AIGCQA-30K-Image", targets={"quality": "mos"}, default_target="quality",
-        subsets=("train", "val", "test"), url="https://www.modelscope.cn/datasets/lcysyzxdxc/AIGCQA-30K-Image",
-        description="AIGCQA-30K-Image (AIGIQA-20K, NTIRE 2024): 14,000 train / 2,000 val / 4,000 test images "
-                    "from 15 generators; scores published for train only",
-        annotations={s: (f"info_{s}.csv", f"info_{s}.xlsx") for s in ("train", "val", "test")},
-        image_dirs={s: s for s in ("train", "val", "test")}),
-}
+
+def _dataset_info(key: str, data: dict) -> DatasetInfo:
+    """A registry entry's [key.data] table as a DatasetInfo (lists become tuples)."""
+    data = dict(data)
+    data["subsets"] = tuple(data.get("subsets", ("all",)))
+    data["annotations"] = {subset: tuple(files) for subset, files in data["annotations"].items()}
+    return DatasetInfo(key=key, **data)
+
+
+# The published datasets, as the registry (presets/presets.toml) describes them.
+DATASETS: dict[str, DatasetInfo] = {key: _dataset_info(key, data) for key, data in registry.data_tables().items()}
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -519,7 +509,7 @@ def load_dataset(preset: str, data_root="data", subset: str = "train", target: s
             f"{folder}: dataset folder not found; download {info.folder} from {info.url} and unpack it so that "
             f"{folder / candidates[0]} exists (or pass --data-root DIR)", kind="missing-file", path=folder)
     path = next((folder / c for c in candidates if (folder / c).is_file()), None)
-    if path is None and info.key == "aigciqa2023":
+    if path is None and info.publisher_spreadsheets:
         return _read_aigciqa2023_publisher(folder, folder / info.image_dirs[subset], column, duplicates)
     if path is None:
         also = f" (also looked for {', '.join(candidates[1:])})" if len(candidates) > 1 else ""
@@ -528,14 +518,11 @@ def load_dataset(preset: str, data_root="data", subset: str = "train", target: s
     image_dir = folder / info.image_dirs[subset]
     hint = f"use the published file ({_where_to_get(info, [path.name])})"
 
-    if info.key == "agiqa1k":
-        return _read_header_table(path, image_dir, "Image", "Prompt", column, hint=hint, duplicates=duplicates)
-    if info.key == "agiqa3k":
-        return _read_header_table(path, image_dir, "name", "prompt", column, hint=hint, duplicates=duplicates)
-    if info.key == "aigciqa2023":
-        return _read_header_table(path, image_dir, "image_name", "prompt", column, strip_quotes=True,
-                                  model_col="model", hint=hint, duplicates=duplicates)
-    return _read_headerless_or_header(path, image_dir, require_target=(subset == "train"), duplicates=duplicates)
+    if info.form == "header":
+        return _read_header_table(path, image_dir, info.image_col, info.prompt_col, column,
+                                  strip_quotes=info.strip_quotes, model_col=info.generator_col, hint=hint,
+                                  duplicates=duplicates)
+    return _read_headerless_or_header(path, image_dir, require_target=(subset == info.train_subset), duplicates=duplicates)
 
 
 def load_custom(annotations, images, image_col: str = "image", prompt_col: str = "prompt", target_col: str = "mos",

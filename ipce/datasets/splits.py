@@ -33,12 +33,13 @@ from pathlib import Path
 import numpy as np
 
 from ipce.errors import DataError
+from ipce.presets.registry import SPLIT_SEED, original_split_header, with_original_splits
 from ipce.utils.io import write_csv
 
 __all__ = ["Split", "SplitFileCheck", "OriginalSplits", "random_splits", "holdout_splits", "read_split_dir",
            "unusable_splits", "write_split_dir", "original_splits", "write_original_split_dir"]
 
-DEFAULT_SEED = 20200626
+DEFAULT_SEED = SPLIT_SEED
 _PARTS = ("train", "val", "test")
 _REDRAWS = 100
 
@@ -360,14 +361,9 @@ def split_summary(splits) -> str:
 
 # ----------------------------------------------------------------------------- the original splits
 
-# preset -> the header of the exported files (None: header-less, as the originals); a column named
-# like the dataset's score column carries a row's score where one image is listed with two scores
-_ORIGINAL_HEADERS = {
-    "agiqa1k": ("Image", "MOS"),
-    "agiqa3k": ("name",),
-    "aigciqa2023": ("model", "image_name"),
-    "aigcqa30k": None,
-}
+# The header of each preset's exported files is the registry's `original_split_header` (absent:
+# header-less, as the originals); a column named like the dataset's score column (MOS) carries a row's
+# score where one image is listed with two scores.
 
 
 @dataclass(frozen=True)
@@ -397,8 +393,8 @@ def original_splits(preset: str) -> OriginalSplits:
     import lzma
     from importlib import resources
 
-    if preset not in _ORIGINAL_HEADERS:
-        raise DataError(f"--preset {preset}: no original splits; they exist for {', '.join(_ORIGINAL_HEADERS)}",
+    if preset not in with_original_splits():
+        raise DataError(f"--preset {preset}: no original splits; they exist for {', '.join(with_original_splits())}",
                         kind="bad-option")
     data = json.loads(lzma.decompress(resources.files("ipce.presets").joinpath(f"splits/{preset}.json.xz")
                                       .read_bytes()))
@@ -408,7 +404,7 @@ def original_splits(preset: str) -> OriginalSplits:
 
 
 def _original_rows(preset: str, rows: list[tuple[str, float | None]]) -> list[list[str]]:
-    header = _ORIGINAL_HEADERS[preset]
+    header = original_split_header(preset)
     names = [name.split("/", 1) if header and len(header) > 1 and header[1] == "image_name" else [name]
              for name, _ in rows]
     if header is None or "MOS" not in header:
@@ -431,7 +427,7 @@ def write_original_split_dir(preset: str, directory, numbers=None, holdout_ratio
     if stale:
         raise DataError(f"{stale[0]}: holds a split that is not one of {preset}'s folders {chosen}; choose an "
                         "empty --out folder or delete the old one", kind="bad-option", path=stale[0])
-    header = _ORIGINAL_HEADERS[preset]
+    header = original_split_header(preset)
     for k in chosen:
         train, val = originals.sides(k)
         parts = {"train": train, "val": val}

@@ -20,12 +20,13 @@ from pathlib import Path
 
 from ipce.config import SPEED_FIELDS, TrainConfig, make_config
 from ipce.errors import DataError, IpceError, WeightsError
+from ipce.presets.registry import reproduce_rows
 
 log = logging.getLogger(__name__)
 
-# The paper's table (Peng et al. 2024, Table 2), then AGIQA-1K, which the original code trains too.
-ROWS = ("agiqa3k:quality", "agiqa3k:alignment", "aigciqa2023:quality", "aigciqa2023:authenticity",
-        "aigciqa2023:correspondence", "aigcqa30k:quality", "agiqa1k:quality")
+# The paper's table (Peng et al. 2024, Table 2), then AGIQA-1K, which the original code trains too: each
+# registry entry's `reproduce` targets, in the registry's order.
+ROWS = reproduce_rows()
 SPLIT_SOURCES = ("original", "random")
 # what --resume may change; everything else is the saved reproduction's
 RESUME_MAY_CHANGE = ("device", "workers", "progress", *SPEED_FIELDS)
@@ -420,12 +421,12 @@ PROTOCOL_NOTES = {
 def make_table(rc: ReproduceConfig, results: list[dict]) -> dict:
     """The table as data: per row ours (mean, std, per split), the paper's, the difference, notes."""
     from ipce.datasets.sources import dataset_info
-    from ipce.utils.report import PAPER_RESULTS
+    from ipce.presets.registry import paper_result
 
     rows = []
     for result in results:
         preset, target = result["row"].split(":")
-        paper = PAPER_RESULTS.get((preset, target))
+        paper = paper_result(preset, target)
         row = {"row": result["row"], "dataset": dataset_info(preset).folder, "target": target,
                "status": result["status"], "protocol": rc.protocol, "splits": rc.splits,
                "paper": {"srcc": paper[0], "plcc": paper[1]} if paper else None}

@@ -58,7 +58,7 @@ def epoch_lrs(epochs: int, base_lr: float, t_max: int) -> list[float]:
 # ---------------------------------------------------------------------------- data
 def read_annotations(config: TrainConfig):
     """Every row of the run's annotations (`Annotations`: usable records, bad rows, duplicate warnings)."""
-    from ipce.datasets.sources import load_custom, load_dataset
+    from ipce.datasets.sources import dataset_info, load_custom, load_dataset
 
     if not config.annotations and not config.dataset:
         return None  # preferences alone (--preferences without MOS data)
@@ -70,7 +70,7 @@ def read_annotations(config: TrainConfig):
             raise DataError(f"{config.annotations}: no score column {config.target_col!r}; training needs scores: "
                             "pass --target-col NAME with the column that holds them")
         return found
-    subset = "train" if config.dataset == "aigcqa30k" else "all"
+    subset = dataset_info(config.dataset).train_subset
     return load_dataset(config.dataset, config.data_root, subset=subset, target=config.target,
                         duplicates=config.duplicates)
 
@@ -665,10 +665,13 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
     data held (`data`: rows, records, duplicate warnings, split-file counts)."""
     from ipce.utils.metrics import summarize
     from ipce.utils.io import write_json
-    from ipce.utils.report import PAPER_RESULTS, split_table
+    from ipce.config import load_presets
+    from ipce.presets.registry import paper_result
+    from ipce.utils.report import split_table
 
     target = config.target or _default_target(config)
-    paper = PAPER_RESULTS.get((config.preset, target)) or PAPER_RESULTS.get((config.dataset or "", target))
+    # the paper column: the preset's numbers (a user registry's entry may give its own), else its dataset's
+    paper = paper_result(config.preset, target, load_presets(config.presets)) or paper_result(config.dataset or "", target)
     mos_keys = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
     pref_keys = ("pair_accuracy", "pair_accuracy_ties", "kendall_tau")
     keys = [*(mos_keys if config.annotations or config.dataset else ()), *(pref_keys if config.preferences else ())]

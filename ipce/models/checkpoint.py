@@ -19,12 +19,13 @@ import torch
 from ipce.errors import WeightsError
 from ipce.models.backbone import clip_from_state_dict, read_state_dict
 from ipce.models.correspondence import LEVELS, TEMPLATE, CorrespondenceScorer
+from ipce.models.views import ViewConfig
 from ipce.utils.io import atomic_file
 
 FORMAT = "ipce-checkpoint"
 VERSION = 1
-# What a checkpoint without metadata (the original code's, a bare CLIP) is evaluated with.
-ORIGINAL_DEFAULTS = {"resize": 512, "patches": 15}
+# What a checkpoint without metadata (the original code's, a bare CLIP) is evaluated with: the method's views.
+ORIGINAL_DEFAULTS = {"resize": ViewConfig.resize, "patches": ViewConfig.patches}
 # A model folder: the weights (with the metadata in their header, as a checkpoint) and the metadata as JSON.
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"

@@ -17,7 +17,6 @@ from ipce.utils import io
 from ipce.utils.metrics import NOT_CONVERGED, compute_metrics, fit_logistic
 
 __all__ = [
-    "PAPER_RESULTS",
     "PAPER_LABEL",
     "draw_scatter",
     "plot_learning_curves",
@@ -26,15 +25,6 @@ __all__ = [
     "split_table",
 ]
 
-# (preset, target) -> (SRCC, PLCC) reported by Peng et al., CVPRW 2024.
-PAPER_RESULTS: dict[tuple[str, str], tuple[float, float]] = {
-    ("agiqa3k", "quality"): (0.8841, 0.9246),
-    ("agiqa3k", "alignment"): (0.7697, 0.8725),
-    ("aigciqa2023", "quality"): (0.8640, 0.8788),
-    ("aigciqa2023", "authenticity"): (0.8097, 0.7998),
-    ("aigciqa2023", "correspondence"): (0.7979, 0.7887),
-    ("aigcqa30k", "quality"): (0.9076, 0.9274),
-}
 PAPER_LABEL = "paper (Peng et al. 2024)"
 
 DPI = 120
