@@ -127,7 +127,6 @@ def _read_registry(file: str) -> dict[str, dict]:
     for name, entry in entries.items():
         if not isinstance(entry, dict):
             raise IpceError(f"{path}: {name}: not a table; write [{name}] and its settings under it")
-        paper = entry.pop("paper", {})
         for key, value in entry.items():
             if key not in fields:
                 raise IpceError(f"{path}: [{name}] {key}: unknown setting; use TrainConfig's names "
@@ -138,20 +137,7 @@ def _read_registry(file: str) -> dict[str, dict]:
                 entry[key] = str(path.resolve().parent / value)
         if entry.get("annotations") and "dataset" not in entry:
             entry["dataset"] = None
-        _check_paper(path, name, paper, entry)
     return entries
-
-
-def _check_paper(path: Path, name: str, paper, entry: dict) -> None:
-    """A user entry's [name.paper] table: target -> [SRCC, PLCC], the numbers its report sets beside the
-    run's; kept in the entry (the recipe reader skips it)."""
-    if not isinstance(paper, dict) or not all(
-            isinstance(v, list) and len(v) == 2 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
-                                                        for x in v) for v in paper.values()):
-        raise IpceError(f"{path}: [{name}.paper]: write one line per target, e.g. quality = [0.88, 0.92] "
-                        "(SRCC, PLCC)")
-    if paper:
-        entry["paper"] = paper
 
 
 def _fits(field: dataclasses.Field, value) -> bool:

@@ -57,3 +57,40 @@ def test_a_bad_environment_file_is_one_line_for_every_command(tmp_path, capsys, 
     assert main(["score", "--help"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(registry) in err and "[lab] batch: unknown setting" in err
+
+
+def test_every_dataset_fact_comes_from_the_bundled_registry():
+    import dataclasses
+
+    from ipce.config import TrainConfig
+    from ipce.datasets.sources import DATASETS
+    from ipce.datasets.splits import DEFAULT_SEED
+    from ipce.engine.reproduce import ROWS
+    from ipce.models.checkpoint import ORIGINAL_DEFAULTS
+    from ipce.models.views import ViewConfig
+    from ipce.presets import registry
+
+    entries = registry.bundled()
+    assert list(DATASETS) == [name for name, entry in entries.items() if "data" in entry]
+    for name, info in DATASETS.items():
+        data = entries[name]["data"]
+        assert (info.folder, info.targets, info.url) == (data["folder"], data["targets"], data["url"])
+        assert entries[name]["dataset"] == name and info.default_target in info.targets
+    # the reproduction's rows, each a target of its dataset; the paper's numbers only for such targets
+    assert ROWS == tuple(f"{n}:{t}" for n, e in entries.items() for t in e["reproduce"])
+    assert all(row.split(":")[1] in DATASETS[row.split(":")[0]].targets for row in ROWS)
+    assert set(registry.paper_results()) <= {tuple(row.split(":")) for row in ROWS}
+    # TrainConfig's defaults are the default preset's recipe
+    default = make_config()
+    recipe = registry.recipe(entries[registry.DEFAULT_PRESET])
+    config = TrainConfig()
+    assert all(getattr(config, k) == getattr(default, k) for k in recipe if k != "mos_range")
+    assert {f.name for f in dataclasses.fields(TrainConfig)} >= set(recipe)
+    assert config.seed == DEFAULT_SEED == registry.SPLIT_SEED
+    assert ORIGINAL_DEFAULTS == {"resize": ViewConfig().resize, "patches": ViewConfig().patches}
+
+
+def test_a_recipe_read_from_the_registry_leaves_its_facts_out():
+    # TrainConfig takes no `data`, `paper`, ... keys: make_config would raise if the facts reached it
+    config = make_config("aigcqa30k")
+    assert (config.backbone, config.resize, config.epochs, config.flip) == ("ViT-L-14", 768, 80, False)

@@ -665,13 +665,11 @@ def write_summary(out: Path, config: TrainConfig, results: list[dict], data: dic
     data held (`data`: rows, records, duplicate warnings, split-file counts)."""
     from ipce.utils.metrics import summarize
     from ipce.utils.io import write_json
-    from ipce.config import load_presets
     from ipce.presets.registry import paper_result
     from ipce.utils.report import split_table
 
     target = config.target or _default_target(config)
-    # the paper column: the preset's numbers (a user registry's entry may give its own), else its dataset's
-    paper = paper_result(config.preset, target, load_presets(config.presets)) or paper_result(config.dataset or "", target)
+    paper = paper_result(config.preset, target) or paper_result(config.dataset or "", target)
     mos_keys = ("srcc", "plcc", "krcc", "rmse", "plcc_logistic", "rmse_logistic", "srcc_plcc_mean")
     pref_keys = ("pair_accuracy", "pair_accuracy_ties", "kendall_tau")
     keys = [*(mos_keys if config.annotations or config.dataset else ()), *(pref_keys if config.preferences else ())]

@@ -42,9 +42,9 @@ def data_tables() -> dict[str, dict]:
     return {name: copy.deepcopy(entry["data"]) for name, entry in _bundled().items() if "data" in entry}
 
 
-def paper_result(name: str, target: str, entries: dict[str, dict] | None = None) -> tuple[float, float] | None:
-    """(SRCC, PLCC) published for `name`'s `target`, or None; `entries` defaults to the bundled ones."""
-    value = (entries if entries is not None else _bundled()).get(name, {}).get("paper", {}).get(target)
+def paper_result(name: str, target: str) -> tuple[float, float] | None:
+    """(SRCC, PLCC) published by Peng et al. for bundled dataset `name`'s `target`, or None."""
+    value = _bundled().get(name, {}).get("paper", {}).get(target)
     return (float(value[0]), float(value[1])) if value is not None else None
 
 
