@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ipce.datasets.tables import read_table
 from ipce.errors import DataError
 
 __all__ = ["find_publisher_files", "publisher_items", "missing_message", "MAT_FILES", "SCALE"]
@@ -61,20 +62,9 @@ def missing_message(folder: Path) -> str:
 
 
 def _read_sheet(path: Path) -> list[tuple[int, list[str]]]:
-    """Non-blank rows of the first sheet as (1-based sheet row, stripped cells)."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_excel(path, header=None, dtype=str, keep_default_na=False, sheet_name=0)
-    except Exception as exc:  # zipfile/openpyxl errors for a damaged file
-        raise DataError(f"{path}: cannot read the spreadsheet ({exc}); {_FROM_PUBLISHER} again",
-                        kind="unreadable-file", path=path) from None
-    rows = []
-    for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
-        cells = ["" if v is None else str(v) for v in values]
-        if any(c.strip() for c in cells):
-            rows.append((int(index) + 1, cells))
-    return rows
+    """Non-blank rows of the first sheet as (1-based sheet row, cells)."""
+    rows, numbers = read_table(path, fix=f"{_FROM_PUBLISHER} again")
+    return list(zip(numbers, rows))
 
 
 def _need(path: Path | None, folder: Path, name: str) -> Path:

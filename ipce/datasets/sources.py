@@ -13,17 +13,16 @@ spreadsheet: the sheet's row number).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ipce.datasets.aigciqa2023 import find_publisher_files, missing_message, publisher_items
 from ipce.datasets.problems import Problem
+from ipce.datasets.tables import clip as _clip
+from ipce.datasets.tables import read_table
 from ipce.errors import DataError, IpceError
 from ipce.presets import registry
 
@@ -149,81 +148,9 @@ def dataset_info(preset: str) -> DatasetInfo:
     return DATASETS[key]
 
 
-def _clip(text: str, limit: int = 60) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _where(path, row) -> str:
-    return f"{path}, row {row}" if row is not None else f"{path}"
-
-
-def _is_excel(path: Path) -> bool:
-    return path.suffix.lower() in (".xlsx", ".xlsm", ".xls")
-
-
-def _line_starts(text: str) -> list[int] | None:
-    """1-based starting line of each non-blank CSV record (as pandas sees them)."""
-    starts: list[int] = []
-    end = 0
-    try:
-        reader = csv.reader(io.StringIO(text))
-        for fields in reader:
-            start, end = end + 1, reader.line_num
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            starts.append(start)
-    except csv.Error:
-        return None
-    return starts
-
-
 def load_rows(path: Path) -> tuple[list[list[str]], list[int]]:
     """All non-blank rows of a CSV/XLSX as lists of strings, with their 1-based row numbers."""
-    import pandas as pd
-
-    if not path.is_file():
-        raise DataError(f"{path}: annotation file not found; check the path", kind="missing-file", path=path)
-    if _is_excel(path):
-        try:
-            frame = pd.read_excel(path, header=None, dtype=str, keep_default_na=False, sheet_name=0)
-        except Exception as exc:  # zipfile/openpyxl errors for damaged files
-            raise DataError(f"{path}: cannot read the spreadsheet ({_clip(exc, 120)}); "
-                            "re-save it as .xlsx or CSV", kind="unreadable-file", path=path) from None
-        rows, numbers = [], []
-        for index, values in zip(frame.index, frame.itertuples(index=False, name=None)):
-            cells = ["" if v is None else str(v) for v in values]
-            if not any(c.strip() for c in cells):
-                continue
-            rows.append(cells)
-            numbers.append(int(index) + 1)
-        return rows, numbers
-
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise DataError(
-            f"{path}, row {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
-            "re-save the file as UTF-8 (e.g. Excel 'CSV UTF-8' or iconv -f latin1 -t utf-8)",
-            kind="encoding", path=path, row=line) from None
-    if not text.strip():
-        raise DataError(f"{path}: annotation file is empty; re-download it", kind="unreadable-file", path=path)
-    try:
-        frame = pd.read_csv(io.StringIO(text), header=None, dtype=str, keep_default_na=False,
-                            skip_blank_lines=True)
-    except Exception as exc:  # pandas ParserError etc.
-        found = re.search(r"line (\d+)", str(exc))
-        row = int(found.group(1)) if found else None
-        raise DataError(f"{_where(path, row)}: cannot parse the CSV ({_clip(exc, 120)}); "
-                        "check the quoting and the number of commas on that line",
-                        kind="unreadable-file", path=path, row=row) from None
-    rows = [["" if v is None else str(v) for v in values] for values in frame.itertuples(index=False, name=None)]
-    numbers = _line_starts(text)
-    if numbers is None or len(numbers) != len(rows):
-        numbers = list(range(1, len(rows) + 1))
-    return rows, numbers
+    return read_table(path)
 
 
 def _column(header: list[str], wanted: str, path: Path, row: int, hint: str = "") -> int:
