@@ -90,6 +90,10 @@ class Scorer:
         """False when every model is prompt-free (trained with a template without `{prompt}`)."""
         return any(m.model.needs_prompt for m in self.members)
 
+    def check_prompt(self, prompt: str | None) -> None:
+        """Raise the one-line ParameterError of a prompt-aware scorer given no prompt, before any work."""
+        self.prompts_for(prompt, 1)
+
     def prompts_for(self, prompts: Sequence[str] | str | None, count: int) -> list[str]:
         """One prompt per image: `prompts` as given (one for all, or one each); None only for a
         prompt-free scorer (then every text is the template's own)."""

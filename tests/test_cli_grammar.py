@@ -169,3 +169,12 @@ def test_bad_device_is_one_line_and_exit_1(tmp_path, capsys):
     code = main(["score", str(image), "--prompt", "x", "--checkpoint", "tiny", "--device", "gpu"])
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and "--device gpu" in err
+
+
+def test_split_lists_read_the_same_in_train_and_reproduce(capsys):
+    parser = build_parser()
+    assert parser.parse_args(["train", "--splits", "1,3,5-7"]).splits == [1, 3, 5, 6, 7]
+    assert parser.parse_args(["reproduce", "--only-splits", "1,3,5-7"]).only_splits == [1, 3, 5, 6, 7]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["train", "--splits", "1,x"])
+    assert "--splits: invalid number_list value: '1,x'" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def explain_command(args: argparse.Namespace) -> int:
 
     use_cores(args)
     scorer = scorer_from_args(args)
-    scorer.prompts_for(args.prompt, 1)  # a prompt-aware checkpoint without --prompt: one line, before any work
+    scorer.check_prompt(args.prompt)
     started = time.perf_counter()
     done, errors = explain_images(scorer, [Path(i) for i in args.images], args.prompt, Path(args.out),
                                   stride=args.stride, progress=not args.no_progress)

@@ -35,6 +35,18 @@ SOURCE_FORMS = {"--preset": "--preset NAME (with --data-root DIR)", "--annotatio
                 "--prompt": "--images DIR --prompt TEXT", "--prompts": "--images DIR --prompts FILE"}
 
 
+def number_list(text: str) -> list[int]:
+    """'1,3,5-7' -> [1, 3, 5, 6, 7] (an argparse type: a ValueError is its one-line usage error)."""
+    out: list[int] = []
+    for part in (p.strip() for p in text.split(",")):
+        if "-" in part:
+            lo, hi = part.split("-", 1)
+            out += range(int(lo), int(hi) + 1)
+        elif part:
+            out.append(int(part))
+    return out
+
+
 def add_data_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup, defaults: bool = True,
                               leave_out: Sequence[str] = ()) -> None:
     """A published dataset (--preset, --data-root, --subset, --target) or custom annotations (--annotations,

@@ -33,7 +33,7 @@ def _records(args, scorer):
     prompt, for a prompt-free checkpoint (a prompt-aware one: a one-line error)."""
     if args.prompt is not None or args.prompts is not None:
         return records_from_args(args)[0]
-    scorer.prompts_for(None, 1)
+    scorer.check_prompt(None)
     from dataclasses import replace
 
     from ipce.engine.predict import folder_records

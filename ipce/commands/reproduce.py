@@ -4,23 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from ipce.commands.flags import EXIT_ERROR, EXIT_OK, train_overrides, use_cores
+from ipce.commands.flags import EXIT_ERROR, EXIT_OK, number_list, train_overrides, use_cores
 
 # the flags of `ipce train` that `ipce reproduce` sets itself, per row or for the whole table
 LEFT_OUT = ("--preferences", "--preset", "--target", "--annotations", "--images", "--image-col", "--prompt-col",
             "--target-col", "--mos-range", "--protocol", "--splits", "--splits-dir", "--out", "--resume")
-
-
-def _numbers(text: str) -> tuple[int, ...]:
-    """'1,3,5-7' -> (1, 3, 5, 6, 7)."""
-    out: list[int] = []
-    for part in (p.strip() for p in text.split(",")):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out += range(int(lo), int(hi) + 1)
-        elif part:
-            out.append(int(part))
-    return tuple(out)
 
 
 def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,7 +26,7 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
                             "holdout: chosen on a validation part, reported on a test part (with original splits: "
                             "the original held-out part, validation carved from the training rows by "
                             "--holdout-ratios)")
-    table.add_argument("--only-splits", type=_numbers, default=(), metavar="LIST",
+    table.add_argument("--only-splits", type=number_list, default=(), metavar="LIST",
                        help="which splits to run, e.g. 1 or 1,3 or 1-5 (original: folder numbers; AGIQA-1K's "
                             "start at 0) (default: all; --n-splits N: the first N)")
     table.add_argument("--out", default="reproduction", help="folder of the reproduction: one run folder per row, "

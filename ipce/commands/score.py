@@ -31,7 +31,7 @@ def score_command(args) -> int:
         raise IpceError(f"--batch-size {args.batch_size}: must be at least 1")
     use_cores(args)
     scorer = scorer_from_args(args)
-    scorer.prompts_for(args.prompt, 1)  # a prompt-aware checkpoint without --prompt: one line, before any work
+    scorer.check_prompt(args.prompt)
     images, scores, errors = _score_readable(scorer, args.images, args.prompt, progress=not args.no_progress)
     width = max(len(str(i)) for i in args.images)
     lo, hi = scorer.scale

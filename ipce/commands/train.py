@@ -7,22 +7,10 @@ import dataclasses
 
 from ipce.commands.flags import (DATA_SOURCE_FLAGS, add_data_source_arguments, add_device_argument,
                                  add_group_by_argument, add_n_splits_argument, add_precision_argument,
-                                 add_preference_arguments,
+                                 add_preference_arguments, number_list,
                                  add_progress_argument, add_speed_arguments, add_weights_argument,
                                  add_threads_argument, add_workers_argument, train_overrides, use_cores)
 from ipce.config import SPEED_FIELDS, TrainConfig, load_presets, make_config, preset_names
-
-
-def _splits(text: str) -> list[int]:
-    """'1,3,5-7' -> [1, 3, 5, 6, 7]."""
-    out = []
-    for part in text.split(","):
-        if "-" in part:
-            lo, hi = part.split("-", 1)
-            out += list(range(int(lo), int(hi) + 1))
-        elif part.strip():
-            out.append(int(part))
-    return out
 
 
 def _default(field: str) -> str:
@@ -123,7 +111,7 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                            help="paper: each split trains on --ratio of the data, the best epoch is chosen on the "
                                 "rest; holdout: train/val/test parts (--holdout-ratios) " + _default("protocol"))
     if "--splits" not in leave_out:
-        proto.add_argument("--splits", type=_splits, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default: all)")
+        proto.add_argument("--splits", type=number_list, help="which splits to run, e.g. 1 or 1,3 or 1-5 (default: all)")
     add_n_splits_argument(proto, defaults=False)
     proto.add_argument("--ratio", type=float,
                        help=f"paper protocol: training fraction of each split {_default('ratio')}")

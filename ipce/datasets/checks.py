@@ -18,6 +18,7 @@ from functools import lru_cache
 
 from ipce.datasets.images import image_problem
 from ipce.datasets.problems import Problem
+from ipce.models.texts import LEVELS, TEMPLATE
 from ipce.utils.io import write_csv
 
 __all__ = ["Problem", "CheckReport", "check_records", "check_annotations", "filter_bad", "count_long_prompts",
@@ -25,7 +26,8 @@ __all__ = ["Problem", "CheckReport", "check_records", "check_annotations", "filt
            "format_report", "write_report_csv", "CONTEXT_LENGTH", "PROMPT_TEMPLATE"]
 
 CONTEXT_LENGTH = 77
-PROMPT_TEMPLATE = "a photo that perfectly matches '{prompt}'"
+# the longest of the method's texts (the best level's), with the prompt left to fill in
+PROMPT_TEMPLATE = TEMPLATE.format(level=LEVELS[-1], prompt="{prompt}")
 
 
 @dataclass

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LEVELS = ("badly", "poorly", "fairly", "well", "perfectly")
-TEMPLATE = "a photo that {level} matches '{prompt}'"
+from ipce.models.texts import LEVELS, TEMPLATE
 
 
 def level_texts(prompt: str, template: str = TEMPLATE, levels=LEVELS) -> list[str]:
@@ -252,8 +251,8 @@ class CorrespondenceScorer(nn.Module):
         if self.channels_last:
             views = views.contiguous(memory_format=torch.channels_last)
         chunk = self.image_chunk
-        # CPU only: on CUDA one call is faster (ViT-B-32 on an H200: chunks of 32 launch 8x the
-        # kernels; 86 img/s in chunks, 103 in one call; benchmarks/results/cuda-h200-ViT-B-32.json)
+        # CPU only: on CUDA one call is faster (chunks launch several times the kernels; measured in
+        # benchmarks/results/cuda-h200-ViT-B-32.json)
         if chunk and views.device.type == "cpu" and views.shape[0] > chunk and not torch.is_grad_enabled():
             feats = torch.cat([self.clip.encode_image(part) for part in views.split(chunk)])
         else:

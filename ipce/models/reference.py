@@ -13,9 +13,9 @@ from PIL import Image
 from torchvision import transforms
 
 from ipce.models.correspondence import LEVELS, TEMPLATE
+from ipce.models.views import CLIP_MEAN, CLIP_STD
 
-MEAN = (0.48145466, 0.4578275, 0.40821073)
-STD = (0.26862954, 0.26130258, 0.27577711)
+MEAN, STD = CLIP_MEAN, CLIP_STD
 
 
 def original_transform(resize: int):
