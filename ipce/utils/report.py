@@ -64,17 +64,25 @@ def split_table(
     keys = tuple(keys)
     has_epoch = any("epoch" in d for d in per_split)
     header = ["split"] + (["best epoch"] if has_epoch else []) + list(keys)
-
-    rows: list[list[str]] = []
-    for i, d in enumerate(per_split):
-        row = [str(d.get("split", i + 1))]
-        if has_epoch:
-            ep = d.get("epoch")
-            row.append(_DASH if ep is None else str(ep))
-        row += [_fmt(d.get(k)) for k in keys]
-        rows.append(row)
-
+    rows = [_split_row(i, d, keys, has_epoch) for i, d in enumerate(per_split)]
     single = len(per_split) <= 1 and all(int((summary.get(k) or {}).get("n", 0)) <= 1 for k in keys)
+    if not single:
+        rows += _summary_rows(summary, keys, has_epoch)
+    if paper is not None:
+        rows.append([PAPER_LABEL] + ([_DASH] if has_epoch else []) + [
+            _fmt(paper[0]) if k == "srcc" else _fmt(paper[1]) if k == "plcc" else _DASH for k in keys])
+    return _markdown(header, rows)
+
+
+def _split_row(i: int, d: dict, keys: tuple[str, ...], has_epoch: bool) -> list[str]:
+    row = [str(d.get("split", i + 1))]
+    if has_epoch:
+        row.append(_DASH if d.get("epoch") is None else str(d["epoch"]))
+    return row + [_fmt(d.get(k)) for k in keys]
+
+
+def _summary_rows(summary: dict, keys: tuple[str, ...], has_epoch: bool) -> list[list[str]]:
+    """The 'mean ± std' and 'median' rows; a cell whose summary skipped NaN values gives its n."""
     mean_row, median_row = ["mean ± std"], ["median"]
     if has_epoch:
         mean_row.append(_DASH)
@@ -86,19 +94,13 @@ def split_table(
             median_row.append(_DASH)
             continue
         cell = f"{_fmt(s.get('mean'))} ± {_fmt(s.get('std'))}"
-        if s.get("n_nan"):
-            cell += f" (n={s.get('n', 0)})"
-        mean_row.append(cell)
+        mean_row.append(cell + (f" (n={s.get('n', 0)})" if s.get("n_nan") else ""))
         median_row.append(_fmt(s.get("median")))
-    if not single:
-        rows += [mean_row, median_row]
+    return [mean_row, median_row]
 
-    if paper is not None:
-        p_srcc, p_plcc = paper
-        row = [PAPER_LABEL] + ([_DASH] if has_epoch else [])
-        row += [_fmt(p_srcc) if k == "srcc" else _fmt(p_plcc) if k == "plcc" else _DASH for k in keys]
-        rows.append(row)
 
+def _markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table, each column as wide as its widest cell."""
     widths = [max(len(r[c]) for r in [header] + rows) for c in range(len(header))]
 
     def line(cells):
