@@ -39,6 +39,16 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
     so every flag defaults to None and its help names the recipe's value. `leave_out`: flags another
     command that trains (`ipce reproduce`) sets itself: --preset, the custom-data flags, --mos-range,
     --protocol, --splits, --splits-dir, --out, --resume."""
+    _add_preset_arguments(p, leave_out)
+    _add_data_arguments(p.add_argument_group("data"), leave_out)
+    _add_model_arguments(p.add_argument_group("model"))
+    _add_optimisation_arguments(p.add_argument_group("optimisation"))
+    _add_protocol_arguments(p.add_argument_group("protocol"), leave_out)
+    _add_running_arguments(p.add_argument_group("running"), leave_out)
+
+
+def _add_preset_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...]) -> None:
+    """--preset (with tab completion of the preset names) and --presets, unless --preset is left out."""
     names = preset_names()
     if "--preset" not in leave_out:
         preset = p.add_argument("--preset", default=None, metavar="NAME",
@@ -49,7 +59,11 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                        help="a TOML file of your own presets, one [name] table per dataset in presets.toml's schema "
                             "(e.g. annotations, images, mos_range, epochs), read beside the bundled ones and "
                             "$IPCE_PRESETS; then --preset name trains on it")
-    data = p.add_argument_group("data")
+
+
+def _add_data_arguments(data: argparse._ArgumentGroup, leave_out: tuple[str, ...]) -> None:
+    """The data group: where the records come from, their score scale, the prompt text, bad records
+    and preference data."""
     add_data_source_arguments(data, defaults=False, leave_out=tuple({"--preset", "--subset", *leave_out}
                                                                     & {f for f, _, _ in DATA_SOURCE_FLAGS}))
     if "--mos-range" not in leave_out:
@@ -65,7 +79,11 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
         data.add_argument("--preference-weight", type=float, metavar="W",
                           help="weight of the preference (Bradley-Terry) loss beside the MOS loss when both "
                                "--preferences and MOS data train one model (default: 1)")
-    model = p.add_argument_group("model")
+
+
+def _add_model_arguments(model: argparse._ArgumentGroup) -> None:
+    """The model group: backbone and weights, the texts compared with the image, and the views (resize,
+    crops, flips)."""
     model.add_argument("--backbone", help=f"open_clip name (ViT-B-32, ViT-L-14, ...), tiny, or random:NAME "
                                           f"{_default('backbone')}")
     add_weights_argument(model)
@@ -81,7 +99,11 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                        help=f"evenly strided crops in evaluation {_default('eval_patches')}")
     model.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                        help=f"random horizontal flips in training {_default('flip')}")
-    opt = p.add_argument_group("optimisation")
+
+
+def _add_optimisation_arguments(opt: argparse._ArgumentGroup) -> None:
+    """The optimisation group: the schedule (epochs, batch, AdamW, cosine), precision and memory, how
+    the views reach the device, and evaluation batches."""
     opt.add_argument("--epochs", type=int, help=f"training epochs per split {_default('epochs')}")
     opt.add_argument("--batch-size", type=int,
                      help=f"global batch size, all processes together {_default('batch_size')}")
@@ -105,7 +127,10 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                           "loss is summed on the device in between, so a GPU step waits for nothing "
                           f"{_default('log_every')}")
     opt.add_argument("--eval-batch-size", type=int, help="images per evaluation batch (default: --batch-size)")
-    proto = p.add_argument_group("protocol")
+
+
+def _add_protocol_arguments(proto: argparse._ArgumentGroup, leave_out: tuple[str, ...]) -> None:
+    """The protocol group: which splits, their fractions, grouping, imported split files and the seed."""
     if "--protocol" not in leave_out:
         proto.add_argument("--protocol", choices=["paper", "holdout"],
                            help="paper: each split trains on --ratio of the data, the best epoch is chosen on the "
@@ -125,7 +150,11 @@ def add_train_arguments(p: argparse.ArgumentParser, leave_out: tuple[str, ...] =
                        help="with --splits-dir: take records that are on both sides of a split out of its "
                             "held-out part (default: kept, as published)")
     proto.add_argument("--seed", type=int, help=f"seed of the splits and of training {_default('seed')}")
-    run = p.add_argument_group("running")
+
+
+def _add_running_arguments(run: argparse._ArgumentGroup, leave_out: tuple[str, ...]) -> None:
+    """The running group: device, workers and threads, the run folder and resuming, what is kept and
+    logged, the progress bar and the speed flags."""
     add_device_argument(run, defaults=False)
     add_workers_argument(run, defaults=False)
     add_threads_argument(run)
