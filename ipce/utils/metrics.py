@@ -225,51 +225,22 @@ def fit_logistic(pred, mos) -> LogisticFit:
     predictions (e.g. a step function of the images) among 4 or more samples, or an
     optimum that is a step (``_step_like``) is not usable (``.usable`` false).
     """
-    p = _to_array(pred, "pred")
-    m = _to_array(mos, "mos")
-    if p.size != m.size:
-        raise ValueError(f"pred has {p.size} values but mos has {m.size}; they must pair one to one")
-    keep = np.isfinite(p) & np.isfinite(m)
-    p, m = p[keep], m[keep]
-    if p.size == 0:
-        return LogisticFit((math.nan, math.nan, 0.0, 1.0), "no finite samples")
-
-    p_mean, m_mean = float(p.mean()), float(m.mean())
-    p_std = float(p.std())
-    if p.size < 2 or _constant(p):
-        return LogisticFit((m_mean, m_mean, p_mean, p_std or 1.0), "constant predictions")
-    if _constant(m):
-        return LogisticFit((m_mean, m_mean, p_mean, p_std or 1.0), "constant mos")
-
-    pc = p - p_mean
-    slope = float(np.dot(pc, m - m_mean) / np.dot(pc, pc))
-    linear = _linear_as_logistic(slope, m_mean, p_mean, float(np.ptp(p)))
-
+    p, m = _finite_pairs(pred, mos)
+    constant = _constant_fit(p, m)
+    if constant is not None:
+        return constant
+    slope, linear = _least_squares_line(p, m)
     if p.size < 4:
         return LogisticFit(linear, "linear: fewer than 4 samples for 4 parameters")
     distinct = int(np.unique(p).size)
     if distinct < 4:
         return LogisticFit(linear, f"degenerate: {distinct} distinct predictions for 4 parameters")
 
-    b1, b2 = float(m.max()), float(m.min())
-    guesses = [(b1, b2, p_mean, p_std or 1.0)]
-    if slope < 0:
-        guesses.append((b2, b1, p_mean, p_std or 1.0))
-
     best, best_sse = None, math.inf
-    for p0 in guesses:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", OptimizeWarning)
-                warnings.simplefilter("ignore", RuntimeWarning)
-                with np.errstate(all="ignore"):
-                    popt, _ = curve_fit(logistic4, p, m, p0=p0, maxfev=_MAXFEV)
-        except (RuntimeError, ValueError, TypeError, FloatingPointError, np.linalg.LinAlgError):
+    for p0 in _initial_guesses(p, m, slope):
+        popt = _curve_fit(p, m, p0)
+        if popt is None:
             continue
-        popt = np.asarray(popt, dtype=np.float64)
-        if not np.all(np.isfinite(popt)) or popt[3] == 0:
-            continue
-        popt[3] = abs(popt[3])
         sse = _sse(popt, p, m)
         if math.isfinite(sse) and sse < best_sse:
             best, best_sse = popt, sse
@@ -281,6 +252,68 @@ def fit_logistic(pred, mos) -> LogisticFit:
     if _step_like(best, p):
         return LogisticFit(best, "degenerate: the logistic collapsed into a step")
     return LogisticFit(best, None)
+
+
+def _finite_pairs(pred, mos) -> tuple[np.ndarray, np.ndarray]:
+    """`pred` and `mos` as float64 arrays without the pairs where either is not finite; lengths that
+    differ are a ValueError."""
+    p = _to_array(pred, "pred")
+    m = _to_array(mos, "mos")
+    if p.size != m.size:
+        raise ValueError(f"pred has {p.size} values but mos has {m.size}; they must pair one to one")
+    keep = np.isfinite(p) & np.isfinite(m)
+    return p[keep], m[keep]
+
+
+def _constant_fit(p: np.ndarray, m: np.ndarray) -> LogisticFit | None:
+    """The constant map to ``mean(mos)`` when there is nothing to fit (no samples, constant predictions
+    or constant MOS), else None."""
+    if p.size == 0:
+        return LogisticFit((math.nan, math.nan, 0.0, 1.0), "no finite samples")
+    p_mean, m_mean = float(p.mean()), float(m.mean())
+    p_std = float(p.std())
+    if p.size < 2 or _constant(p):
+        return LogisticFit((m_mean, m_mean, p_mean, p_std or 1.0), "constant predictions")
+    if _constant(m):
+        return LogisticFit((m_mean, m_mean, p_mean, p_std or 1.0), "constant mos")
+    return None
+
+
+def _least_squares_line(p: np.ndarray, m: np.ndarray) -> tuple[float, tuple[float, float, float, float]]:
+    """(slope, the line as logistic parameters) of the least-squares line of ``m`` on ``p``."""
+    p_mean, m_mean = float(p.mean()), float(m.mean())
+    pc = p - p_mean
+    slope = float(np.dot(pc, m - m_mean) / np.dot(pc, pc))
+    return slope, _linear_as_logistic(slope, m_mean, p_mean, float(np.ptp(p)))
+
+
+def _initial_guesses(p: np.ndarray, m: np.ndarray, slope: float) -> list[tuple[float, float, float, float]]:
+    """``(max(mos), min(mos), mean(pred), std(pred) or 1)``, and the same with the first two swapped
+    when the data correlate negatively."""
+    p_mean, p_std = float(p.mean()), float(p.std())
+    b1, b2 = float(m.max()), float(m.min())
+    guesses = [(b1, b2, p_mean, p_std or 1.0)]
+    if slope < 0:
+        guesses.append((b2, b1, p_mean, p_std or 1.0))
+    return guesses
+
+
+def _curve_fit(p: np.ndarray, m: np.ndarray, p0) -> np.ndarray | None:
+    """``curve_fit``'s optimum of :func:`logistic4` from ``p0`` (``b4`` made positive), or None when it
+    failed, is not finite or has ``b4 == 0``; its warnings are silenced."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", OptimizeWarning)
+            warnings.simplefilter("ignore", RuntimeWarning)
+            with np.errstate(all="ignore"):
+                popt, _ = curve_fit(logistic4, p, m, p0=p0, maxfev=_MAXFEV)
+    except (RuntimeError, ValueError, TypeError, FloatingPointError, np.linalg.LinAlgError):
+        return None
+    popt = np.asarray(popt, dtype=np.float64)
+    if not np.all(np.isfinite(popt)) or popt[3] == 0:
+        return None
+    popt[3] = abs(popt[3])
+    return popt
 
 
 # --------------------------------------------------------------------------- bundles
