@@ -173,68 +173,96 @@ def _timing_model(config: TrainConfig, device):
     return model, note
 
 
+# the text of every timed step (its length is a typical prompt's)
+_TIMING_PROMPT = "a photo of a red fox sitting in the snow at sunrise, highly detailed"
+
+
 def time_steps(config: TrainConfig, device, steps: int = 2) -> StepTimes:
     """Seconds per image of real training steps (forward, L1 loss, backward, AdamW) at the recipe's
     batch size (per step: --batch-size / --accumulate; one image on a CPU, where ViT-L-14 at batch 3
     needs ~20 GB), and of evaluation, on `device`; one untimed step first."""
+    model, random = _timing_model(config, device)
+    batch = max(1, config.batch_size // config.accumulate)
+    if device.type == "cpu":  # per-image time barely depends on the batch there, activation memory does
+        batch = 1
+    model.train()
+    train_s = _seconds_per_step(_training_step(model, config, device, batch), device, steps) / batch
+    eval_batch = config.eval_batch_size or config.batch_size
+    model.eval()
+    eval_s = _seconds_per_step(_evaluation_step(model, config, device, eval_batch), device, steps) / eval_batch
+    model = None  # freed (the steps above are done with it, and with the optimizer)
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()  # the rows' training starts with the memory free
+    note = (f"{config.backbone} {config.precision}, batch {batch} x {config.train_patches + 1} views: "
+            f"{1 / train_s:.3g} img/s training, {1 / eval_s:.3g} img/s evaluation ({config.eval_patches + 1} "
+            f"views){random}")
+    return StepTimes(train_s, eval_s, note)
+
+
+def _random_views(device, batch: int, patches: int) -> tuple:
+    """(crops, global view, prompts) of `batch` random images with `patches` crops each, on `device`."""
+    import torch
+
+    return (torch.rand(batch, patches, 3, 224, 224, device=device), torch.rand(batch, 3, 224, 224, device=device),
+            [_TIMING_PROMPT] * batch)
+
+
+def _training_step(model, config: TrainConfig, device, batch: int):
+    """A function that runs one training step of `model` on `batch` random images: forward, L1 loss,
+    backward and an AdamW step (its optimizer made here, as training makes it)."""
     import torch
     import torch.nn.functional as F
 
     from ipce.engine.train import make_optimizer
     from ipce.utils.precision import autocast
 
-    model, random = _timing_model(config, device)
     optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config)
-    prompt = "a photo of a red fox sitting in the snow at sunrise, highly detailed"
-
-    def views(batch: int, patches: int):
-        return (torch.rand(batch, patches, 3, 224, 224, device=device), torch.rand(batch, 3, 224, 224, device=device),
-                [prompt] * batch)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def timed(step) -> float:
-        step()  # allocations, kernel choice, caches
-        sync()
-        started = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        return (time.perf_counter() - started) / steps
-
-    batch = max(1, config.batch_size // config.accumulate)
-    if device.type == "cpu":  # per-image time barely depends on the batch there, activation memory does
-        batch = 1
-    crops, global_view, prompts = views(batch, config.train_patches)
+    crops, global_view, prompts = _random_views(device, batch, config.train_patches)
     targets = torch.rand(batch, device=device) * 5
 
-    def train_step():
+    def step():
         with autocast(device, config.precision):
             scores = model(crops, global_view, prompts)
         F.l1_loss(scores.float(), targets).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    model.train()
-    train_s = timed(train_step) / batch
-    eval_batch = config.eval_batch_size or config.batch_size
-    eval_crops, eval_global, eval_prompts = views(eval_batch, config.eval_patches)
+    return step
 
-    def eval_step():
+
+def _evaluation_step(model, config: TrainConfig, device, batch: int):
+    """A function that scores `batch` random images with their evaluation crops, without gradients."""
+    import torch
+
+    from ipce.utils.precision import autocast
+
+    crops, global_view, prompts = _random_views(device, batch, config.eval_patches)
+
+    def step():
         with torch.no_grad(), autocast(device, config.precision):
-            model(eval_crops, eval_global, eval_prompts)
+            model(crops, global_view, prompts)
 
-    model.eval()
-    eval_s = timed(eval_step) / eval_batch
-    model = optimizer = None  # freed (the closures above are done with them)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()  # the rows' training starts with the memory free
-    note = (f"{config.backbone} {config.precision}, batch {batch} x {config.train_patches + 1} views: "
-            f"{1 / train_s:.3g} img/s training, {1 / eval_s:.3g} img/s evaluation ({config.eval_patches + 1} "
-            f"views){random}")
-    return StepTimes(train_s, eval_s, note)
+    return step
+
+
+def _seconds_per_step(step, device, steps: int) -> float:
+    """Mean seconds of `steps` calls of `step` after one untimed call (allocations, kernel choice,
+    caches), waiting for the device before and after."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    step()
+    sync()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    return (time.perf_counter() - started) / steps
 
 
 def _timing_key(config: TrainConfig) -> tuple:

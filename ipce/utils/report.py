@@ -202,54 +202,65 @@ def plot_learning_curves(history: list[dict], path, title: str = "") -> Path:
     epochs = _series(history, "epoch")
     if np.isnan(epochs).any():
         epochs = np.arange(1, len(history) + 1, dtype=np.float64)
-    loss, srcc_, plcc_ = (_series(history, k) for k in ("train_loss", "srcc", "plcc"))
-
-    fig = _new_figure((10, 4))
-    ax_loss = fig.add_subplot(1, 2, 1)
-    if np.isfinite(loss).any():
-        ax_loss.plot(epochs, loss, marker="o", markersize=3, color="tab:blue", label="train loss (MAE)")
-    if any("train_pref_loss" in h for h in history):
-        ax_loss.plot(epochs, _series(history, "train_pref_loss"), marker="^", markersize=3, color="tab:orange",
-                     label="train preference loss (Bradley-Terry)")
-    ax_loss.set_xlabel("epoch")
-    ax_loss.set_ylabel("train loss")
-    ax_loss.set_title("loss")
-    ax_loss.grid(True, alpha=0.3)
-    handles, labels = ax_loss.get_legend_handles_labels()
-    if any("lr" in h for h in history):
-        ax_lr = ax_loss.twinx()
-        ax_lr.plot(epochs, _series(history, "lr"), linestyle="--", color="tab:gray", label="lr")
-        ax_lr.set_ylabel("learning rate")
-        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-        h2, l2 = ax_lr.get_legend_handles_labels()
-        handles, labels = handles + h2, labels + l2
-    ax_loss.legend(handles, labels, **_LEGEND_BELOW)
-
-    ax_cor = fig.add_subplot(1, 2, 2)
-    ax_cor.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
-    ax_cor.plot(epochs, plcc_, marker="s", markersize=3, label="PLCC")
-    if any("pair_accuracy" in h for h in history):
-        ax_cor.plot(epochs, _series(history, "pair_accuracy"), marker="^", markersize=3, label="pairwise accuracy")
-    chosen, name = ((_series(history, "choice"), "choice") if any("choice" in h for h in history)
-                    else ((srcc_ + plcc_) / 2, "srcc_plcc_mean"))
-    if np.isfinite(chosen).any():
-        best = int(np.nanargmax(chosen))
-        ax_cor.axvline(epochs[best], color="tab:green", linestyle=":",
-                       label=f"best epoch {epochs[best]:g} ({name}={chosen[best]:.4f})")
-    ax_cor.set_xlabel("epoch")
-    ax_cor.set_ylabel("correlation / accuracy")
-    ax_cor.set_title("held-out agreement")
-    ax_cor.grid(True, alpha=0.3)
-    ax_cor.legend(**_LEGEND_BELOW)
 
     from matplotlib.ticker import MaxNLocator
 
+    fig = _new_figure((10, 4))
+    ax_loss = fig.add_subplot(1, 2, 1)
+    _draw_loss_panel(ax_loss, history, epochs)
+    ax_cor = fig.add_subplot(1, 2, 2)
+    _draw_agreement_panel(ax_cor, history, epochs)
     for ax in (ax_loss, ax_cor):
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return _save_png(fig, path)
+
+
+def _draw_loss_panel(ax, history: list[dict], epochs: np.ndarray) -> None:
+    """The training loss, the preference loss when present and the learning rate (on a second
+    axis) when present, over `epochs`, with one legend below the panel."""
+    loss = _series(history, "train_loss")
+    if np.isfinite(loss).any():
+        ax.plot(epochs, loss, marker="o", markersize=3, color="tab:blue", label="train loss (MAE)")
+    if any("train_pref_loss" in h for h in history):
+        ax.plot(epochs, _series(history, "train_pref_loss"), marker="^", markersize=3, color="tab:orange",
+                label="train preference loss (Bradley-Terry)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    ax.set_title("loss")
+    ax.grid(True, alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    if any("lr" in h for h in history):
+        ax_lr = ax.twinx()
+        ax_lr.plot(epochs, _series(history, "lr"), linestyle="--", color="tab:gray", label="lr")
+        ax_lr.set_ylabel("learning rate")
+        ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
+        h2, l2 = ax_lr.get_legend_handles_labels()
+        handles, labels = handles + h2, labels + l2
+    ax.legend(handles, labels, **_LEGEND_BELOW)
+
+
+def _draw_agreement_panel(ax, history: list[dict], epochs: np.ndarray) -> None:
+    """SRCC, PLCC and the pairwise accuracy when present over `epochs`, the best epoch of ``choice``
+    (else ``(SRCC + PLCC) / 2``) marked, with the legend below the panel."""
+    srcc_, plcc_ = _series(history, "srcc"), _series(history, "plcc")
+    ax.plot(epochs, srcc_, marker="o", markersize=3, label="SRCC")
+    ax.plot(epochs, plcc_, marker="s", markersize=3, label="PLCC")
+    if any("pair_accuracy" in h for h in history):
+        ax.plot(epochs, _series(history, "pair_accuracy"), marker="^", markersize=3, label="pairwise accuracy")
+    chosen, name = ((_series(history, "choice"), "choice") if any("choice" in h for h in history)
+                    else ((srcc_ + plcc_) / 2, "srcc_plcc_mean"))
+    if np.isfinite(chosen).any():
+        best = int(np.nanargmax(chosen))
+        ax.axvline(epochs[best], color="tab:green", linestyle=":",
+                   label=f"best epoch {epochs[best]:g} ({name}={chosen[best]:.4f})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("correlation / accuracy")
+    ax.set_title("held-out agreement")
+    ax.grid(True, alpha=0.3)
+    ax.legend(**_LEGEND_BELOW)
 
 
 def plot_reproduction(rows: list[dict], path, title: str = "") -> Path:
