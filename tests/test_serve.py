@@ -114,6 +114,70 @@ def test_docs_page_loads_its_swagger_ui_from_the_server_not_the_web(client):
     assert client.get("/docs-assets/swagger-ui.css").status_code == 200
 
 
+def _schema(spec: dict, schema: dict) -> dict:
+    """`schema` of the OpenAPI document `spec`, its $ref followed."""
+    ref = schema.get("$ref")
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]] if ref else schema
+
+
+def _json_schema(spec: dict, path: str, method: str, status: int) -> dict:
+    content = spec["paths"][path][method]["responses"][str(status)]["content"]["application/json"]
+    return _schema(spec, content["schema"])
+
+
+def test_openapi_page_is_written_from_the_models(client):
+    """Each body on /openapi.json is its model of ipce.serve.schemas: the same fields, required ones
+    and descriptions (a hand-written schema would drift from the model)."""
+    from ipce.serve.schemas import ErrorMessage, Health, Ready, ScoreForm, ScoreRequest, ScoreResponse
+
+    spec = client.get("/openapi.json").json()
+    bodies = spec["paths"]["/api/score"]["post"]["requestBody"]["content"]
+    documented = [(_schema(spec, bodies["application/json"]["schema"]), ScoreRequest),
+                  (_schema(spec, bodies["multipart/form-data"]["schema"]), ScoreForm),
+                  (_json_schema(spec, "/api/score", "post", 200), ScoreResponse),
+                  (_json_schema(spec, "/api/health", "get", 200), Health),
+                  (_json_schema(spec, "/api/ready", "get", 200), Ready),
+                  (_json_schema(spec, "/api/ready", "get", 503), Ready)]
+    documented += [(_json_schema(spec, "/api/score", "post", status), ErrorMessage)
+                   for status in (400, 401, 413, 415, 422, 503)]
+    for schema, model in documented:
+        assert list(schema["properties"]) == list(model.model_fields), model.__name__
+        assert set(schema.get("required", [])) == {n for n, f in model.model_fields.items() if f.is_required()}
+        assert all(schema["properties"][n]["description"] == f.description for n, f in model.model_fields.items())
+    assert bodies["multipart/form-data"]["schema"]["properties"]["images"]["items"]["format"] == "binary"
+    failed = _json_schema(spec, "/api/score", "post", 200)["properties"]["failed"]["items"]
+    assert list(_schema(spec, failed)["properties"]) == ["index", "name", "error"]
+
+
+def test_answers_are_their_models(client):
+    """The answers carry exactly their models' fields, in the models' order, and validate against them."""
+    from ipce.serve.schemas import ErrorMessage, Health, Ready, ScoreResponse
+
+    partial = client.post("/api/score", data={"prompt": "a cat"},
+                          files=[("images", ("a.png", GOOD)), ("images", ("b.png", b"not an image"))])
+    answers = [(partial, ScoreResponse), (client.get("/api/health"), Health), (client.get("/api/ready"), Ready),
+               (client.post("/api/score", json={"images": [], "prompt": "a cat"}), ErrorMessage)]
+    for response, model in answers:
+        body = response.json()
+        assert list(body) == list(model.model_fields), model.__name__
+        assert model.model_validate(body).model_dump() == body
+    assert partial.json()["partial"] is True and partial.json()["failed"][0]["name"] == "b.png"
+    assert partial.json()["scores"][1] is None and client.get("/api/ready").json() == {"ready": True}
+
+
+def test_scores_are_written_as_json_dumps_writes_them(client, monkeypatch):
+    from concurrent.futures import Future
+
+    def score(*args):
+        done = Future()
+        done.set_result(1e-05)  # pydantic's own JSON writer would send 0.00001
+        return done
+
+    monkeypatch.setattr(client.app.state.batcher, "score", score)
+    response = client.post("/api/score", data={"prompt": "a cat"}, files=[("images", ("a.png", GOOD))])
+    assert response.content == b'{"scores":[1e-05],"partial":false,"failed":[]}'
+
+
 def _noise_png(side: int) -> bytes:
     import numpy as np
 
@@ -151,6 +215,12 @@ def _bad_requests():
         ("prompt and prompts", dict(json={"images": [base64.b64encode(GOOD).decode()], "prompt": "a",
                                           "prompts": ["a"]}), 400, "not both"),
         ("image as text", dict(data={"prompt": "a cat", "images": "a.png"}), 400, "images[0]: a text field"),
+        ("images not a list", dict(json={"images": base64.b64encode(GOOD).decode(), "prompt": "a cat"}), 400,
+         "images: missing or empty"),
+        ("prompts not a list", dict(json={"images": [base64.b64encode(GOOD).decode()], "prompts": "a cat"}), 400,
+         "prompts: must be a list of strings"),
+        ("names not strings", dict(json={"images": [base64.b64encode(GOOD).decode()], "prompt": "a cat",
+                                         "names": [7]}), 400, "names: must be a list of file names"),
         ("content type", dict(content=b"hello", headers={"content-type": "text/plain"}), 415,
          "content type text/plain"),
     ]

@@ -88,6 +88,9 @@ def test_every_route_refuses_a_request_without_the_token(guarded):
             if path == "/api/health":  # whether auth is on, and nothing more
                 assert response.status_code == 200 and response.json() == {"auth": True}
                 continue
+            if path == "/api/ready":  # open: whether the model is loaded, and nothing more
+                assert response.status_code == 200 and response.json() == {"ready": True}
+                continue
             assert response.status_code == 401, (method, path, headers, response.status_code)
             if method != "HEAD":
                 assert list(response.json()) == ["error"] and "Authorization: Bearer" in response.json()["error"]

@@ -1,5 +1,7 @@
-"""The ASGI app of `ipce serve`: a JSON API (`POST /api/score`, `GET /api/health`, OpenAPI docs at
-`/docs`) and, mounted at `/`, the Gradio page (ipce.serve.page). One Batcher owns the scorer.
+"""The ASGI app of `ipce serve`: a JSON API (`POST /api/score`, `GET /api/health`, `GET /api/ready`)
+and, mounted at `/`, the Gradio page (ipce.serve.page). One Batcher owns the scorer. The API's bodies
+are the pydantic models of ipce.serve.schemas: a JSON request is read with ScoreRequest, the answers
+are the response models, and FastAPI writes the OpenAPI page (`/openapi.json`, `/docs`) from them.
 
 Uploads are decoded from the request's bytes with the checks every ipce image gets
 (ipce.datasets.images.decode_rgb: not an image, truncated, decompression bomb, ...); no path named by a
@@ -18,19 +20,25 @@ import os
 import time
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from ipce.datasets.sources import generator_of
 from ipce.serve.batch import Batcher
+from ipce.serve.schemas import ErrorMessage, Health, Ready, ScoreForm, ScoreRequest, ScoreResponse
 from ipce.serve.uploads import RequestError, Upload, decode_uploads
 from ipce.errors import IpceError
 
 log = logging.getLogger("ipce.serve")
 
-SCORE_FIELDS = ("images", "prompt", "prompts", "names")  # `names`: JSON only; multipart files carry their own
+PROMPTS_PROBLEM = "prompts: must be a list of strings, one per image"
+# the one line a JSON request gets for a field ScoreRequest refuses, in the order they are named
+FIELD_PROBLEMS = {"images": "images: missing or empty; give a list of base64-encoded PNG/JPEG files",
+                  "names": "names: must be a list of file names, one per image",
+                  "prompt": PROMPTS_PROBLEM, "prompts": PROMPTS_PROBLEM}
 
 
 # ----------------------------------------------------------------------------- reading a request
@@ -61,8 +69,6 @@ def _prompts(prompt, prompts, count: int, needs_prompt: bool) -> list[str]:
             return [""] * count
         raise RequestError(400, "prompt: missing; give prompt (one for all images) or prompts (one per image)")
     given = [prompt] * count if prompt is not None else prompts
-    if not isinstance(given, list) or not all(isinstance(p, str) for p in given):
-        raise RequestError(400, "prompts: must be a list of strings, one per image")
     if len(given) != count:
         raise RequestError(400, f"got {count} images but {len(given)} prompts: give one prompt or one per image")
     if needs_prompt and any(not p.strip() for p in given):
@@ -70,26 +76,34 @@ def _prompts(prompt, prompts, count: int, needs_prompt: bool) -> list[str]:
     return given
 
 
-def _json_request(body: bytes, needs_prompt: bool) -> tuple[list[Upload], list[str]]:
+def _score_request(body: bytes) -> ScoreRequest:
+    """The JSON body as a ScoreRequest, or a RequestError (400) naming the field at fault."""
     try:
         data = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(400, f"body: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise RequestError(400, 'body: expected a JSON object {"images": [...], "prompt": "..."}')
-    unknown = sorted(set(data) - set(SCORE_FIELDS))
+    fields = ScoreRequest.model_fields
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise RequestError(400, f"unknown field {unknown[0]!r}; expected {', '.join(SCORE_FIELDS)}")
-    images = data.get("images")
-    if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
-        raise RequestError(400, "images: missing or empty; give a list of base64-encoded PNG/JPEG files")
-    names = data.get("names")
-    if names is not None and (not isinstance(names, list) or len(names) != len(images)
-                              or not all(isinstance(n, str) for n in names)):
-        raise RequestError(400, "names: must be a list of file names, one per image")
+        raise RequestError(400, f"unknown field {unknown[0]!r}; expected {', '.join(fields)}")
+    try:
+        request = ScoreRequest.model_validate(data)
+    except ValidationError as exc:
+        refused, first = {error["loc"][0] for error in exc.errors()}, exc.errors()[0]
+        raise RequestError(400, next((line for field, line in FIELD_PROBLEMS.items() if field in refused),
+                                     f"{first['loc'][0]}: {first['msg']}")) from None
+    if request.names is not None and len(request.names) != len(request.images):
+        raise RequestError(400, FIELD_PROBLEMS["names"])
+    return request
+
+
+def _json_request(body: bytes, needs_prompt: bool) -> tuple[list[Upload], list[str]]:
+    request = _score_request(body)
     uploads = []
-    for i, text in enumerate(images):
-        name = names[i] if names else None
+    for i, text in enumerate(request.images):
+        name = request.names[i] if request.names else None
         label = f"images[{i}]" + (f" ({name})" if name else "")
         if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
             text = text.split(",", 1)[1]
@@ -98,7 +112,7 @@ def _json_request(body: bytes, needs_prompt: bool) -> tuple[list[Upload], list[s
         except (binascii.Error, ValueError):
             raise RequestError(400, f"{label}: not base64; send each image file base64-encoded") from None
         uploads.append(Upload(raw, label, name))
-    return uploads, _prompts(data.get("prompt"), data.get("prompts"), len(uploads), needs_prompt)
+    return uploads, _prompts(request.prompt, request.prompts, len(uploads), needs_prompt)
 
 
 async def _form_request(request: Request, body: bytes, limit: int,
@@ -110,7 +124,7 @@ async def _form_request(request: Request, body: bytes, limit: int,
         form = await Request(request.scope, replay).form(max_files=10_000, max_fields=10_000, max_part_size=limit)
     except HTTPException as exc:
         raise RequestError(400, f"body: malformed multipart form ({exc.detail})") from None
-    unknown = sorted(set(form.keys()) - {"images", "prompt", "prompts"})
+    unknown = sorted(set(form.keys()) - set(ScoreForm.model_fields))
     if unknown:
         raise RequestError(400, f"unknown field {unknown[0]!r}; expected images (files) and prompt or prompts")
     uploads = []
@@ -161,29 +175,48 @@ class RequestLog:
                                         "client": f"{client[0]}:{client[1]}" if client else None}})
 
 
-SCORE_BODY = {  # the request body of POST /api/score, for the OpenAPI page
-    "required": True,
-    "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": ["images"], "properties": {
-            "images": {"type": "array", "items": {"type": "string", "format": "binary"}},
-            "prompt": {"type": "string", "description": "one prompt for every image"},
-            "prompts": {"type": "array", "items": {"type": "string"}, "description": "one prompt per image"}}}},
-        "application/json": {"schema": {"type": "object", "required": ["images"], "properties": {
-            "images": {"type": "array", "items": {"type": "string", "format": "byte"},
-                       "description": "base64-encoded PNG/JPEG files"},
-            "prompt": {"type": "string"}, "prompts": {"type": "array", "items": {"type": "string"}},
-            "names": {"type": "array", "items": {"type": "string"},
-                      "description": "file names (a model with --prompt-prefix generator reads them)"}}}},
-    },
-}
+# POST /api/score's request body, for the OpenAPI page: the app reads the body itself (one limit on its
+# size, one-line errors), so FastAPI is given the models' schemas rather than parameters to read
+SCORE_BODY = {"required": True, "content": {"multipart/form-data": {"schema": ScoreForm.model_json_schema()},
+                                            "application/json": {"schema": ScoreRequest.model_json_schema()}}}
+SCORE_ERRORS = {400: "a bad request: no images, a missing or empty prompt, an unknown field, bad base64, ...",
+                401: "no valid token (a server started with one)", 413: "a body over ipce serve --max-upload-mb",
+                415: "a content type other than multipart/form-data or application/json",
+                422: "none of the images can be read (each named)",
+                503: "the model is still loading (GET /api/ready says when it is ready)"}
 
 
-def health(scorer, checkpoints) -> dict:
-    lo, hi = scorer.scale
-    return {"model": " + ".join(str(m.meta.get("backbone", "?")) for m in scorer.members),
-            "checkpoints": [str(c) for c in checkpoints], "combine": scorer.combine,
-            "device": str(scorer.device), "precision": scorer.precision, "scale": [lo, hi],
-            "batch_size": scorer.batch_size}
+def health(scorer, checkpoints, auth: bool) -> Health:
+    return Health(model=" + ".join(str(m.meta.get("backbone", "?")) for m in scorer.members),
+                  checkpoints=[str(c) for c in checkpoints], combine=scorer.combine, device=str(scorer.device),
+                  precision=scorer.precision, scale=list(scorer.scale), batch_size=scorer.batch_size, auth=auth)
+
+
+async def score(request: Request, batcher: Batcher, max_upload_bytes: int) -> ScoreResponse:
+    """The scores of a score request's images (multipart or JSON), read within `max_upload_bytes`."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind not in ("multipart/form-data", "application/json", "application/x-www-form-urlencoded"):
+        raise RequestError(415, f"content type {kind or 'missing'}: send multipart/form-data (files in images) "
+                                'or application/json ({"images": [base64...], "prompt": "..."})')
+    body, needs_prompt = await _body(request, max_upload_bytes), batcher.scorer.needs_prompt
+    if kind == "application/json":
+        uploads, prompts = _json_request(body, needs_prompt)
+    else:
+        uploads, prompts = await _form_request(request, body, max_upload_bytes, needs_prompt)
+    request.scope.get("ipce.log", {})["images"] = len(uploads)
+
+    def submit():  # in a worker thread: decoding and making views overlap the batch being scored
+        images, failed = decode_uploads(uploads)  # every upload checked before any is queued
+        return failed, {i: batcher.score(im, prompts[i], generator_of(uploads[i].name) if uploads[i].name else None)
+                        for i, im in images.items()}
+
+    failed, futures = await run_in_threadpool(submit)
+    try:
+        scored = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()))
+    except IpceError as exc:  # e.g. a generator-prefixed model and a file name without a generator
+        raise RequestError(400, str(exc)) from None
+    by_index = dict(zip(futures, scored))
+    return ScoreResponse(scores=[by_index.get(i) for i in range(len(uploads))], partial=bool(failed), failed=failed)
 
 
 DOCS_ASSETS = "/docs-assets"
@@ -215,17 +248,31 @@ def add_offline_docs(app: FastAPI, assets: Path) -> None:
                                    swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png")
 
 
-def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.005, page: bool = True) -> FastAPI:
-    """The API (and the page, unless `page=False`) over `scorer`, refusing request bodies (and page uploads)
-    over `max_upload_bytes`; `app.state.batcher` owns the scorer."""
-    assets = swagger_assets()
-    app = FastAPI(title="ipce", version="1", description="AIGC image quality by image-prompt correspondence: "
-                  "scores of images against the prompt they were generated from, on the model's scale.",
-                  docs_url=None if assets else "/docs")
-    if assets:
-        add_offline_docs(app, assets)
-    batcher = Batcher(scorer, max_wait=max_wait)
-    app.state.batcher = batcher
+def api_routes(batcher: Batcher, checkpoints, max_upload_bytes: int) -> APIRouter:
+    """The JSON API's routes; their bodies are the models of ipce.serve.schemas."""
+    api = APIRouter(prefix="/api")
+
+    @api.get("/health", response_model=Health,
+             summary="the model, device, precision and score scale; whether a token is required")
+    async def get_health(request: Request):
+        return health(batcher.scorer, checkpoints, request.scope.get("ipce.auth", False))  # ipce.serve.auth
+
+    @api.get("/ready", response_model=Ready, summary="whether the model is loaded (open without the token)",
+             responses={503: {"model": Ready, "description": "the model is still loading"}})
+    async def get_ready():  # while loading, ipce.serve.ready answers in front of the app
+        return Ready(ready=True)
+
+    @api.post("/score", response_model=ScoreResponse, summary="score images against their prompt",
+              openapi_extra={"requestBody": SCORE_BODY},
+              responses={status: {"model": ErrorMessage, "description": why} for status, why in SCORE_ERRORS.items()})
+    async def post_score(request: Request):
+        return await score(request, batcher, max_upload_bytes)
+
+    return api
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every refused request answers {"error": "<one line>"} (ErrorMessage)."""
 
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError):
@@ -235,40 +282,20 @@ def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.00
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
-    @app.get("/api/health", summary="the model, device, precision and score scale; whether a token is required")
-    async def get_health(request: Request):
-        return {**health(scorer, checkpoints), "auth": request.scope.get("ipce.auth", False)}  # ipce.serve.auth
 
-    @app.post("/api/score", summary="score images against their prompt", openapi_extra={"requestBody": SCORE_BODY},
-              responses={200: {"description": '{"scores": [...], "partial": false, "failed": []}: scores in '
-                                               'request order; an image that cannot be read has null, and '
-                                               '"partial": true with {"index", "name", "error"} in "failed"'},
-                         "4XX": {"description": '{"error": "<one line>"}'}})
-    async def post_score(request: Request):
-        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if kind not in ("multipart/form-data", "application/json", "application/x-www-form-urlencoded"):
-            raise RequestError(415, f"content type {kind or 'missing'}: send multipart/form-data (files in images) "
-                                    'or application/json ({"images": [base64...], "prompt": "..."})')
-        body = await _body(request, max_upload_bytes)
-        if kind == "application/json":
-            uploads, prompts = _json_request(body, scorer.needs_prompt)
-        else:
-            uploads, prompts = await _form_request(request, body, max_upload_bytes, scorer.needs_prompt)
-        request.scope.get("ipce.log", {})["images"] = len(uploads)
-
-        def submit():  # in a worker thread: decoding and making views overlap the batch being scored
-            images, failed = decode_uploads(uploads)  # every upload checked before any is queued
-            return failed, {i: batcher.score(im, prompts[i], generator_of(uploads[i].name) if uploads[i].name else None)
-                            for i, im in images.items()}
-
-        failed, futures = await run_in_threadpool(submit)
-        try:
-            scored = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures.values()))
-        except IpceError as exc:  # e.g. a generator-prefixed model and a file name without a generator
-            raise RequestError(400, str(exc)) from None
-        by_index = dict(zip(futures, scored))
-        return {"scores": [by_index.get(i) for i in range(len(uploads))], "partial": bool(failed), "failed": failed}
-
+def build_app(scorer, checkpoints, max_upload_bytes: int, max_wait: float = 0.005, page: bool = True) -> FastAPI:
+    """The API (and the page, unless `page=False`) over `scorer`, refusing request bodies (and page uploads)
+    over `max_upload_bytes`; `app.state.batcher` owns the scorer."""
+    assets = swagger_assets()
+    # JSONResponse named: json.dumps writes the bodies (pydantic's own writer spells 1e-05 as 0.00001)
+    app = FastAPI(title="ipce", version="1", description="AIGC image quality by image-prompt correspondence: "
+                  "scores of images against the prompt they were generated from, on the model's scale.",
+                  docs_url=None if assets else "/docs", default_response_class=JSONResponse)
+    if assets:
+        add_offline_docs(app, assets)
+    app.state.batcher = batcher = Batcher(scorer, max_wait=max_wait)
+    add_error_handlers(app)
+    app.include_router(api_routes(batcher, checkpoints, max_upload_bytes))
     if page:
         from ipce.serve.page import mount_page
 
