@@ -1,6 +1,6 @@
 """The layer rules of docs/DESIGN.md, read off the source with `ast`: every import reaches down (or
 across one layer), no command module imports another, no import circle (among ipce.serve's modules
-neither), no `print(` below commands/."""
+neither), no `print(` below commands/, no function longer than MAX_FUNCTION_LINES."""
 from __future__ import annotations
 
 import ast
@@ -11,6 +11,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ipce"
 # higher reaches lower; modules of one layer may import each other (engine -> serve -> demo share one)
 LAYERS = {"cli": 7, "__main__": 7, "commands": 6, "engine": 5, "serve": 5, "demo": 5, "api": 4, "config": 3,
           "datasets": 3, "models": 2, "utils": 1, "errors": 0, "presets": 0}
+# simple small functions: from the `def` line to the last one, docstring included, decorators not
+MAX_FUNCTION_LINES = 60
 
 
 def modules() -> dict[str, Path]:
@@ -92,3 +94,14 @@ def test_nothing_below_commands_prints():
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
                 printing.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno}")
     assert printing == []
+
+
+def test_no_function_is_longer_than_the_limit():
+    long = []
+    for path in modules().values():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_FUNCTION_LINES:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}: {lines} lines")
+    assert long == []
