@@ -146,3 +146,24 @@ def test_the_contact_sheet_names_each_file_under_its_thumbnail(checkpoint, tmp_p
     assert names[[r["image"] for r in rows].index("gen_1.png")] == "gen_1.png"
     long = names[[r["image"] for r in rows].index("a_candidate_with_a_very_long_file_name_0042.png")]
     assert long.startswith("a_candidat") and long.endswith("0042.png") and "..." in long and len(long) <= 22
+
+
+
+@pytest.mark.parametrize("command", ["rank", "explain"])
+def test_each_image_file_is_decoded_once(command, checkpoint, tmp_path, monkeypatch):
+    paths = save_images(tmp_path / "imgs", 3)
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp, *args, **kwargs):
+        opened.append(str(getattr(fp, "name", fp)))
+        return real_open(fp, *args, **kwargs)
+
+    monkeypatch.setattr(Image, "open", counting_open)
+    if command == "rank":
+        given = ["--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "ranked.csv")]
+    else:
+        given = [*map(str, paths), "--out", str(tmp_path / "maps"), "--stride", "64"]
+    assert main([command, *given, "--prompt", "x", "--checkpoint", str(checkpoint), "--no-progress", *FAST]) == 0
+    # the inputs each opened once (explain's drawing opens its own in-memory PNGs besides)
+    assert sorted(name for name in opened if name.startswith(str(tmp_path / "imgs"))) == sorted(map(str, paths))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ipce.datasets.images import image_problem
+from ipce.datasets.images import open_rgb
+from ipce.datasets.sources import generator_of
+from ipce.errors import DataError
 
 
 @dataclass
@@ -25,14 +27,16 @@ def rank_records(scorer, records, top: int | None = None, progress: bool = True)
     rows, errors = [], []
     with progress_bar(total=len(records), desc="rank", unit="img", enabled=progress) as bar:
         for prompt, group in by_prompt.items():
-            readable = []
+            readable, pictures = [], []
             for record in group:
-                problem = image_problem(record.image)
-                if problem:
-                    errors.append((record, problem[1]))
-                else:
+                try:
+                    pictures.append(open_rgb(record.image))  # decoded once: the scorer gets the picture
                     readable.append(record)
-            ranked = scorer.rank([r.image for r in readable], prompt or None) if readable else []
+                except DataError as err:
+                    errors.append((record, str(err)))
+            # each file name's generator, as Scorer.rank finds it for a path ('{generator} {prompt}' models)
+            generators = [generator_of(str(r.image)) for r in readable]
+            ranked = scorer.rank(pictures, prompt or None, generators) if readable else []
             rows += [RankedRow(readable[item.index], item.score, item.rank) for item in ranked[:top]]
             bar.update(len(group))
     return rows, errors
