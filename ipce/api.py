@@ -90,6 +90,12 @@ class Scorer:
         """False when every model is prompt-free (trained with a template without `{prompt}`)."""
         return any(m.model.needs_prompt for m in self.members)
 
+    def forget_texts(self) -> None:
+        """Drop every model's cached text features: what follows encodes its prompts afresh, in its own
+        batches (a block of a sharded or multi-process run gives the same numbers whoever scores it)."""
+        for member in self.members:
+            member.model.text_cache.clear()
+
     def check_prompt(self, prompt: str | None) -> None:
         """Raise the one-line ParameterError of a prompt-aware scorer given no prompt, before any work."""
         self.prompts_for(prompt, 1)

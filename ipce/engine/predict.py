@@ -146,8 +146,7 @@ def score_blocks(scorer, records, blocks: list[int], batch_size: int, writer, wo
     def score_fn(batch) -> torch.Tensor:
         # text features are cached within a block only: met first in another block, a prompt is encoded in
         # other length groups and rounds differently, and a resumed or multi-process file would differ
-        for member in scorer.members:
-            member.model.text_cache.clear()
+        scorer.forget_texts()
         chunk = [records[i] for i in batch.indices.tolist()]
         combined, per_model = scorer.score_views(batch.views, [r.prompt for r in chunk],
                                                  [r.generator for r in chunk])

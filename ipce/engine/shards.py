@@ -143,8 +143,7 @@ def score_shard(scorer, task: ShardTask, bar=None) -> ShardResult:
         for block in shard_loader(task.source, scorer.view_configs, task.batch_size, task.workers):
             scores = per_model = probs = None
             if block.good:
-                for member in scorer.members:  # one block's texts only: the same numbers whoever scores it
-                    member.model.text_cache.clear()
+                scorer.forget_texts()  # one block's texts only: the same numbers whoever scores it
                 out = scorer.score_views(block.views, [block.prompts[i] for i in block.good],
                                          [_generator(block.keys[i]) for i in block.good], levels=task.levels)
                 scores, per_model = out[0], out[1]
