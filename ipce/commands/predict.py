@@ -35,8 +35,10 @@ Rows stream to `<out>.parts/` as batches finish, beside the run's settings `<out
 files removed. After any stop the same command with `--resume` scores only what is missing and
 writes the file an uninterrupted run writes. One run per output: rank 0 holds `<out>.lock`
 (ipce.utils.lock) for the whole run, and another `ipce predict` on the same --out is refused. Under `torchrun --nproc_per_node=N -m ipce predict`
-each process scores every N-th block left; rank 0 writes the output, the errors and the metrics
-(and exits 0 with unreadable images skipped: torchrun would report status 3 as a failure).
+each process loads its model before joining the process group (so no rank waits on another's
+start-up but the slowest's) and scores every N-th block left, with no collective until the end; rank 0
+writes the output, the errors and the metrics (and exits 0 with unreadable images skipped: torchrun
+would report status 3 as a failure).
 """
 from __future__ import annotations
 
@@ -210,19 +212,35 @@ def _output_paths(args):
 
 
 def _on_main(make, *args):
-    """`make(*args)` on rank 0 only, its result (or the one-line error it raised) sent to every rank."""
-    from ipce.utils.distributed import broadcast, is_main
+    """`make(*args)` on rank 0 only: its result, or the one-line error it raised (kept, to be sent to
+    every rank by `_from_main` once the group is joined); None on the other ranks."""
+    from ipce.utils.distributed import is_main
 
-    result = None
-    if is_main():
-        try:
-            result = make(*args)
-        except IpceError as err:  # every rank stops with the same line instead of waiting for rank 0
-            result = err
+    if not is_main():
+        return None
+    try:
+        return make(*args)
+    except IpceError as err:  # every rank stops with the same line instead of waiting for rank 0
+        return err
+
+
+def _from_main(result):
+    """Rank 0's `_on_main` result on every rank (the process group joined); its error raised on each."""
+    from ipce.utils.distributed import broadcast
+
     result = broadcast(result)
     if isinstance(result, IpceError):
         raise result
     return result
+
+
+def _prepare(scorer, args, records, store):
+    """Rank 0: the run's settings and its plan (the output's state read, or reset, and the settings written)."""
+    from ipce.engine.parts import run_settings
+    from ipce.engine.predict import plan_run
+
+    settings = run_settings(scorer, args.checkpoint, args.weights, records, args.batch_size)
+    return settings, plan_run(store, settings, len(records), args.batch_size, args.resume)
 
 
 def predict_command(args: argparse.Namespace) -> int:
@@ -274,20 +292,23 @@ def _read_records(args):
 
 
 def _run(args, records, source, paths, preferences=None) -> int:
-    from ipce.engine.parts import PartStore, run_settings
-    from ipce.engine.predict import check_generators, plan_run
-    from ipce.utils.distributed import dist_info, setup_distributed
+    from ipce.engine.parts import PartStore
+    from ipce.engine.predict import check_generators
+    from ipce.utils.distributed import dist_info, join_group, local_device
 
     rank, world, _ = dist_info()
     main = rank == 0
     csv_path, errors_path, plot_path, folder = paths
     args = argparse.Namespace(**{**vars(args), "workers": use_cores(args)})  # torch threads set beside them
-    device = setup_distributed(args.device)  # under torchrun: this rank's GPU, or the CPU with gloo
+    # under torchrun every rank loads its model and rank 0 plans the run before joining the group (gloo on
+    # the CPU): joining first made each rank wait for the others' start-up in turn, not just the slowest
+    device = local_device(args.device)
     scorer = scorer_from_args(args, device=device)
     check_generators(scorer, records)
     store = PartStore(csv_path)
-    settings = _on_main(run_settings, scorer, args.checkpoint, args.weights, records, args.batch_size)
-    plan = _on_main(plan_run, store, settings, len(records), args.batch_size, args.resume)
+    prepared = _on_main(_prepare, scorer, args, records, store)
+    join_group(device)
+    settings, plan = _from_main(prepared)
     if plan.error:
         raise IpceError(plan.error)
     if plan.stale and main:
@@ -329,20 +350,19 @@ def _print_start(args, scorer, records, source, device, world, plan, store) -> N
 
 
 def _score_share(scorer, records, plan, store, args, rank: int, world: int) -> tuple[int, int, float]:
-    """This rank's share of the blocks left (every world-th), streamed to its part file; the totals
-    over every rank: (scored, unreadable, seconds of the slowest)."""
-    from ipce.engine.predict import RankBar, score_blocks
-    from ipce.utils.distributed import barrier, gather
+    """This rank's share of the blocks left (ipce.engine.predict.rank_share), streamed to its part file,
+    with no collective between blocks; the totals over every rank: (scored, unreadable, seconds of the slowest)."""
+    from ipce.engine.predict import RankBar, rank_share, score_blocks
+    from ipce.utils.distributed import gather
     from ipce.utils.progress import progress_bar
 
-    mine = plan.blocks[rank::world]
+    mine = rank_share(plan.blocks, rank, world)
     with progress_bar(total=len(records), initial=plan.already, desc="predict", unit="img", leave=False,
                       enabled=not args.no_progress and rank == 0) as bar, \
             store.appender(plan.attempt, rank, len(scorer.members)) as writer:
         counts = score_blocks(scorer, records, mine, args.batch_size, writer, workers=args.workers,
                               bar=RankBar(bar, world))
-    totals = gather(counts)
-    barrier()  # every part file closed before rank 0 reads them
+    totals = gather(counts)  # also the one wait: it returns once every rank has closed its part file
     return sum(t[0] for t in totals), sum(t[1] for t in totals), max(t[2] for t in totals)
 
 
@@ -427,6 +447,14 @@ def _shard_settings(scorer, args, sources) -> dict:
             "input": shards_identity(sources), "levels": args.levels}
 
 
+def _prepare_shards(scorer, args, sources, store, tasks):
+    """Rank 0: the shard run's settings and its plan."""
+    from ipce.engine.shards import plan_shards
+
+    settings = _shard_settings(scorer, args, sources)
+    return settings, plan_shards(store, settings, tasks, args.resume)
+
+
 def _predict_shards(args) -> int:
     """`ipce predict --webdataset/--parquet`: one Parquet output per shard (ipce.engine.shards), one run
     per --out (rank 0 holds `<out>.lock`, as for CSV outputs)."""
@@ -443,8 +471,8 @@ def _predict_shards(args) -> int:
 
 def _run_shards(args, out: Path) -> int:
     from ipce.engine.parts import PartStore
-    from ipce.engine.shards import ShardTask, output_paths, plan_shards
-    from ipce.utils.distributed import dist_info, setup_distributed
+    from ipce.engine.shards import ShardTask, output_paths
+    from ipce.utils.distributed import dist_info, join_group, local_device
 
     rank, world, _ = dist_info()
     if args.engine == "ray" and world > 1:
@@ -453,11 +481,12 @@ def _run_shards(args, out: Path) -> int:
     args = argparse.Namespace(**{**vars(args), "workers": use_cores(args)})  # torch threads set beside them
     tasks = [ShardTask(s, o, args.batch_size, args.levels, args.workers)
              for s, o in zip(sources, output_paths(sources, out))]
-    device = setup_distributed(args.device)
+    device = local_device(args.device)  # the model loaded and the run planned before joining, as in _run
     scorer = scorer_from_args(args, device=device)
     store = PartStore(out)
-    settings = _on_main(_shard_settings, scorer, args, sources)
-    plan = _on_main(plan_shards, store, settings, tasks, args.resume)
+    prepared = _on_main(_prepare_shards, scorer, args, sources, store, tasks)
+    join_group(device)
+    settings, plan = _from_main(prepared)
     if plan.error:
         raise IpceError(plan.error)
     if plan.complete:

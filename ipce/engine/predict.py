@@ -110,6 +110,13 @@ def _changed_output(out: Path, saved: dict) -> str | None:
     return None
 
 
+def rank_share(blocks: list[int], rank: int, world: int) -> list[int]:
+    """The blocks rank `rank` of `world` scores: every world-th, dealt from the highest rank down, so
+    that where the count does not divide rank 0 (which also merges the output at the end) has one
+    block fewer than the others. The shares differ by one block at most and together are `blocks`."""
+    return blocks[world - 1 - rank::world]
+
+
 class RankBar:
     """Rank 0's progress bar standing for all ranks: each image it scores counts `world` times (an
     estimate: the ranks' shares differ by one block at most), never past the total."""

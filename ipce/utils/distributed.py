@@ -1,5 +1,5 @@
-"""torchrun's processes: who this process is, the one set-up of the process group, and the few
-collectives train and predict use. Without torchrun every helper is the one-process answer
+"""torchrun's processes: who this process is, its device, the one joining of the process group, and
+the few collectives train and predict use. Without torchrun every helper is the one-process answer
 (rank 0 of 1, [obj], obj), so callers need no branch."""
 from __future__ import annotations
 
@@ -21,12 +21,10 @@ def _initialized() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def setup_distributed(device: str | None):
+def local_device(device: str | None):
     """The torch.device of this process for `--device` (auto: cuda when available, else cpu); under
-    torchrun each process takes the GPU of its local rank and joins the process group (NCCL on
-    CUDA, gloo on the CPU)."""
+    torchrun each process takes the GPU of its local rank. Joins nothing: see `join_group`."""
     import torch
-    import torch.distributed as dist
 
     from ipce.utils.device import resolve_device
 
@@ -35,8 +33,23 @@ def setup_distributed(device: str | None):
     if chosen.type == "cuda":
         chosen = torch.device("cuda", local if world > 1 else (chosen.index or 0))
         torch.cuda.set_device(chosen)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if chosen.type == "cuda" else "gloo")
+    return chosen
+
+
+def join_group(device) -> None:
+    """Under torchrun, join the process group (NCCL on CUDA, gloo on the CPU); nothing otherwise.
+    Joining waits for every rank to join, so a rank that does its own set-up (loading the model)
+    first and joins last waits only for the slowest rank's set-up, not for each in turn."""
+    import torch.distributed as dist
+
+    if dist_info()[1] > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+
+
+def setup_distributed(device: str | None):
+    """`local_device(device)`, with the process group joined (train: DistributedDataParallel)."""
+    chosen = local_device(device)
+    join_group(chosen)
     return chosen
 
 
