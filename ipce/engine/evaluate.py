@@ -7,7 +7,6 @@ from typing import Callable
 import torch
 
 from ipce.datasets.loader import Batch
-from ipce.utils.metrics import compute_metrics
 from ipce.utils.progress import progress_bar
 
 ScoreFn = Callable[[Batch], torch.Tensor]
@@ -52,6 +51,8 @@ def predict_loader(score_fn: ScoreFn, loader, desc: str = "eval", progress: bool
 
 def metrics_of(pred, mos) -> dict:
     """The metrics of ipce.utils.metrics for aligned predictions and scores."""
+    from ipce.utils.metrics import compute_metrics  # here: scipy, which scoring alone does not need
+
     return compute_metrics([float(p) for p in pred], [float(m) for m in mos])
 
 
