@@ -52,23 +52,31 @@ def write_data(root: Path, count: int, width: int, height: int) -> tuple[Path, P
 
 
 def predict_argv(checkpoint: Path, images: Path, prompts: Path, out: Path, args) -> list[str]:
+    views = [flag for name in ("resize", "patches") if getattr(args, name) is not None
+             for flag in (f"--{name}", str(getattr(args, name)))]
     return ["-m", "ipce", "predict", "--checkpoint", str(checkpoint), "--images", str(images), "--prompts",
-            str(prompts), "--out", str(out), "--resize", str(args.resize), "--patches", str(args.patches),
-            "--batch-size", str(args.batch), "--threads", str(args.threads), "--workers", str(args.workers),
-            "--no-progress"]
+            str(prompts), "--out", str(out), *views, "--batch-size", str(args.batch), "--threads", str(args.threads),
+            "--workers", str(args.workers), "--no-progress"]
 
 
 def timed(command: list[str], args) -> dict:
-    """Run `command` (python arguments) with ipce from --tree; its wall and scoring seconds."""
+    """Run `command` (python arguments) with ipce from --tree: its wall seconds, its scoring seconds (its
+    summary line) and the CPU seconds of its process tree (os.wait4: torchrun waits for its ranks)."""
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "PYTHONPATH": str(args.tree)}
     load = os.getloadavg()[0]
-    start = time.perf_counter()
-    done = subprocess.run([sys.executable, *command], env=env, capture_output=True, text=True, timeout=1800)
-    wall = time.perf_counter() - start
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
-    scoring = re.search(r"scored \d+ of \d+ images in ([\d.]+) s", done.stdout)
-    return {"wall_s": round(wall, 2), "scoring_s": float(scoring.group(1)), "load_average_before": round(load, 2)}
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, *command], env=env, stdout=out, stderr=err, text=True)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        printed, problems = out.read(), err.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"failed ({os.waitstatus_to_exitcode(status)}): {' '.join(command)}\n{problems[-3000:]}")
+    scoring = re.search(r"scored \d+ of \d+ images in ([\d.]+) s", printed)
+    return {"wall_s": round(wall, 2), "scoring_s": float(scoring.group(1)),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "load_average_before": round(load, 2)}
 
 
 def one_round(data: tuple[Path, Path, Path], root: Path, args) -> dict:
@@ -86,9 +94,11 @@ def summary(rounds: list[dict]) -> dict:
     def median(who: str, key: str) -> float:
         return round(statistics.median(r[who][key] for r in rounds), 2)
 
-    found = {f"{who}_{key}": median(who, key) for who in ("one_process", "ranks") for key in ("wall_s", "scoring_s")}
+    found = {f"{who}_{key}": median(who, key) for who in ("one_process", "ranks")
+             for key in ("wall_s", "scoring_s", "cpu_s")}
     found["ratio"] = round(found["ranks_wall_s"] / found["one_process_wall_s"], 3)
     found["scoring_ratio"] = round(found["ranks_scoring_s"] / found["one_process_scoring_s"], 3)
+    found["cpu_ratio"] = round(found["ranks_cpu_s"] / found["one_process_cpu_s"], 3)
     return found
 
 
@@ -118,8 +128,8 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=2000)
     p.add_argument("--width", type=int, default=128)
     p.add_argument("--height", type=int, default=96)
-    p.add_argument("--resize", type=int, default=224)
-    p.add_argument("--patches", type=int, default=4)
+    p.add_argument("--resize", type=int, default=None, help="default: the checkpoint's (512)")
+    p.add_argument("--patches", type=int, default=None, help="default: the checkpoint's (15 crops)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--nproc", type=int, default=2, help="torchrun ranks (default 2)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per process (default 1)")
@@ -133,7 +143,8 @@ def main(argv=None) -> int:
     found = summary(rounds)
     print(f"{args.images} images, medians of {args.repeats}: one process {found['one_process_wall_s']} s "
           f"(scoring {found['one_process_scoring_s']} s), {args.nproc} torchrun ranks {found['ranks_wall_s']} s "
-          f"(scoring {found['ranks_scoring_s']} s); ratio {found['ratio']} (scoring alone {found['scoring_ratio']})")
+          f"(scoring {found['ranks_scoring_s']} s); ratio {found['ratio']} (scoring alone {found['scoring_ratio']}); "
+          f"CPU seconds {found['one_process_cpu_s']} and {found['ranks_cpu_s']}")
     machine = machine_info()
     machine.update(load_average_start=load_start, load_average_end=machine.pop("load_average"))
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "tree")}

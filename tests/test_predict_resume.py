@@ -147,6 +147,41 @@ def test_another_input_is_refused_on_resume(tmp_path, capsys):
     assert "input" in err and "3 records" in err and "4 records" in err
 
 
+def test_the_model_is_loaded_and_the_run_planned_before_the_process_group_is_joined(tmp_path, monkeypatch):
+    """Joining waits for every rank: joined last, a rank waits only for the slowest rank's start-up; joined
+    before the model load, rank 1 waited for rank 0's start-up and rank 0 then for rank 1's load."""
+    import ipce.commands.predict as predict
+    import ipce.utils.distributed as distributed
+
+    ckpt = tiny_checkpoint(tmp_path / "m.safetensors", seed=6)
+    images = folder_of_images(tmp_path / "imgs", 3)
+    out = tmp_path / "s.csv"
+    events, load = [], predict.scorer_from_args
+
+    def loading(*args, **kwargs):
+        events.append("model")
+        return load(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "scorer_from_args", loading)
+    monkeypatch.setattr(distributed, "join_group",
+                        lambda device: events.append(("join", Path(f"{out}.ipce.json").is_file())))
+    assert main(predict_argv(ckpt, images, out, *FAST)) == 0
+    assert events == ["model", ("join", True)]  # after the load and rank 0's plan (the settings written)
+    assert len(read(out).splitlines()) == 4
+
+
+def test_rank_shares_deal_every_block_once_in_order_with_rank_0_never_the_largest():
+    from ipce.engine.predict import rank_share
+
+    for blocks in (list(range(125)), list(range(3, 40, 2)), [7]):
+        for world in (1, 2, 3, 4):
+            shares = [rank_share(blocks, rank, world) for rank in range(world)]
+            assert sorted(b for share in shares for b in share) == sorted(blocks)
+            assert all(share == sorted(share) for share in shares)  # each rank's part file in index order
+            sizes = [len(share) for share in shares]
+            assert max(sizes) - min(sizes) <= 1 and sizes[0] == min(sizes)  # rank 0 also merges: the smaller share
+
+
 def torchrun(argv, nproc=2):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "ipce",
            *argv]
