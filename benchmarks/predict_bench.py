@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import machine_info, make_jpegs  # noqa: E402
+from run import machine_info, make_jpegs, write_result  # noqa: E402
 
 
 def write_images(folder: Path, count: int, width: int, height: int) -> Path:
@@ -191,10 +191,7 @@ def main(argv=None) -> int:
     args.backbones = args.backbones.split(",")
     result = feed(args) if args.feed else scale(args)
     result.update(machine=machine_info(), settings={k: v for k, v in vars(args).items() if k != "json"})
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

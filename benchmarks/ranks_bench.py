@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import machine_info, make_jpegs  # noqa: E402
+from run import machine_info, make_jpegs, write_result  # noqa: E402
 
 from tests.conftest import tiny_checkpoint  # noqa: E402
 
@@ -163,10 +163,7 @@ def main(argv=None) -> int:
     machine["load_average_end"] = machine.pop("load_average")
     settings = {k: v for k, v in vars(args).items() if k not in ("json", "tree")}
     result = {"views": found, "machine": machine, "settings": settings, "commit": commit_of(args.tree)}
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 

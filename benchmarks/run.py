@@ -82,6 +82,14 @@ PROMPTS = [
 
 
 # --------------------------------------------------------------------------------------- setup
+def write_result(path: str | None, result: dict) -> None:
+    """The benchmark's settings and numbers as indented JSON at `path` (nothing without one)."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {path}")
+
+
 def machine_info() -> dict:
     cpu = platform.processor() or "unknown"
     with contextlib.suppress(OSError):

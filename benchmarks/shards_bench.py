@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from run import machine_info, make_jpegs  # noqa: E402
+from run import machine_info, make_jpegs, write_result  # noqa: E402
 
 
 def prompt_of(i: int) -> str:
@@ -92,9 +92,7 @@ def main(argv=None) -> int:
         rows.append(row)
         print(json.dumps(row), flush=True)
     result = {"rows": rows, "machine": machine_info(), "settings": vars(args)}
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
+    write_result(args.json, result)
     return 0
 
 
